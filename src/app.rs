@@ -1,0 +1,80 @@
+//! Starts the subsystems, owns shutdown and teardown.
+
+use crate::config::{Config, ConfigError};
+use crate::net::netlink::Netlink;
+use crate::net::plan::{self, PlanError};
+use crate::net::setup::{self, LanSetup};
+use crate::state::StateDir;
+use anyhow::Result;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Exit codes: 2 for a bad configuration, 3 when the machine offers no usable LAN, 1 for anything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<ConfigError>().is_some() {
+        2
+    } else if e.downcast_ref::<PlanError>().is_some() {
+        3
+    } else {
+        1
+    }
+}
+
+/// What every subsystem gets: where to stop, and the LAN it serves.
+#[derive(Clone)]
+pub struct Context {
+    pub shutdown: CancellationToken,
+    pub config: Config,
+    pub lan: plan::Plan,
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    // Caught from the start, so a signal during set-up still leads to an orderly teardown.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let state = StateDir::open(&config.state_dir)?;
+    let nl = Netlink::connect()?;
+    setup::recover(&nl, state.path()).await?;
+    let plan = plan::plan(&nl.snapshot().await?, &config)?;
+    let ports: Vec<&str> = plan.ports.iter().map(|p| p.name.as_str()).collect();
+    info!(
+        lan = plan.lan_interface(),
+        ports = ports.join(","),
+        subnet = %plan.subnet,
+        router = %plan.router,
+        wan = plan.wan.as_ref().map_or("none", |w| w.name.as_str()),
+        "setting up the LAN"
+    );
+    if plan.wan.is_none() {
+        warn!("no WAN: there is no default route and no --wan; the LAN will have no internet access");
+    }
+    let lan = LanSetup::apply(&nl, plan, state.path()).await?;
+    info!(lan = lan.plan.lan_interface(), address = %lan.plan.router_net(), "LAN ready");
+
+    let ctx = Context { shutdown: CancellationToken::new(), config, lan: lan.plan.clone() };
+    // Subsystems (DHCP, DNS, NAT, web) are spawned here, each stopping when `ctx.shutdown` is cancelled.
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+
+    let reason = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        Some(done) = tasks.join_next() => match done {
+            Ok(Ok(())) => "a subsystem stopped",
+            Ok(Err(e)) => { warn!("a subsystem failed: {e:#}"); "a subsystem failed" }
+            Err(e) => { warn!("a subsystem panicked: {e}"); "a subsystem panicked" }
+        },
+    };
+    info!("{reason}: shutting down");
+    ctx.shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        warn!("subsystems did not stop within 5 s; continuing with teardown");
+        tasks.abort_all();
+    }
+    lan.teardown(&nl).await?;
+    info!("network restored; bye");
+    Ok(())
+}

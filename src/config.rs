@@ -1,0 +1,505 @@
+//! Configuration: defaults, then the TOML file, then the environment (`LAN`, `WAN`, `PORT_FORWARDING`, kept from
+//! the original project), then command-line flags. Later sources override earlier ones field by field.
+//! Every bad value is rejected with an error that names the value and says what is expected.
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/gatekeeper";
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/gatekeeper/gatekeeper.toml";
+pub const DEFAULT_WEB_PORT: u16 = 1337;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// The resolved configuration the program runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Interfaces to use as the LAN; empty means auto-detect.
+    pub lan: Vec<String>,
+    /// The WAN interface; `None` means the default route's interface.
+    pub wan: Option<String>,
+    /// The LAN subnet; `None` means pick a free private /24.
+    pub subnet: Option<Ipv4Net>,
+    pub state_dir: PathBuf,
+    pub web_port: u16,
+    pub port_forwards: Vec<PortForward>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocols {
+    Tcp,
+    Udp,
+    Both,
+}
+
+impl Protocols {
+    fn overlaps(self, other: Protocols) -> bool {
+        self == Protocols::Both || other == Protocols::Both || self == other
+    }
+}
+
+impl fmt::Display for Protocols {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocols::Tcp => "tcp",
+            Protocols::Udp => "udp",
+            Protocols::Both => "tcp+udp",
+        })
+    }
+}
+
+/// An explicit port forward: traffic to the WAN address on `external_port` goes to `internal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortForward {
+    pub protocols: Protocols,
+    pub external_port: u16,
+    pub internal: SocketAddrV4,
+}
+
+impl fmt::Display for PortForward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} -> {}", self.external_port, self.protocols, self.internal)
+    }
+}
+
+const FORWARD_FORMS: &str = "expected IP:PORT (e.g. 10.0.0.5:25565), optionally EXTERNAL_PORT=IP:PORT and a /tcp or /udp suffix";
+
+/// Parses one `PORT_FORWARDING` entry: `IP:PORT`, `EXT=IP:PORT`, each optionally suffixed `/tcp` or `/udp`.
+pub fn parse_port_forward(entry: &str) -> Result<PortForward, ConfigError> {
+    let bad = |why: &str| ConfigError(format!("port forward {entry:?}: {why}; {FORWARD_FORMS}"));
+    let (body, protocols) = match entry.rsplit_once('/') {
+        Some((body, "tcp")) => (body, Protocols::Tcp),
+        Some((body, "udp")) => (body, Protocols::Udp),
+        Some((_, other)) => return Err(bad(&format!("unknown protocol {other:?} (use tcp or udp)"))),
+        None => (entry, Protocols::Both),
+    };
+    let (external, target) = match body.split_once('=') {
+        Some((ext, target)) => (Some(ext), target),
+        None => (None, body),
+    };
+    let (ip, port) = target.rsplit_once(':').ok_or_else(|| bad("missing ':PORT'"))?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad(&format!("{ip:?} is not an IPv4 address")))?;
+    let port = parse_port(port).map_err(|why| bad(&why))?;
+    let external_port = match external {
+        Some(ext) => parse_port(ext).map_err(|why| bad(&why))?,
+        None => port,
+    };
+    let forward = PortForward { protocols, external_port, internal: SocketAddrV4::new(ip, port) };
+    validate_forward_target(&forward).map_err(|why| bad(&why))?;
+    Ok(forward)
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{s:?} is not a port (1-65535)")),
+        Ok(p) => Ok(p),
+    }
+}
+
+fn validate_forward_target(f: &PortForward) -> Result<(), String> {
+    let ip = *f.internal.ip();
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() || ip.is_link_local() {
+        return Err(format!("{ip} cannot be a LAN host"));
+    }
+    Ok(())
+}
+
+/// Parses the whole `PORT_FORWARDING` variable: entries separated by spaces, commas or newlines.
+pub fn parse_port_forwards(value: &str) -> Result<Vec<PortForward>, ConfigError> {
+    value
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|s| !s.is_empty())
+        .map(parse_port_forward)
+        .collect()
+}
+
+/// Rejects two forwards claiming the same external port and protocol.
+fn check_forward_conflicts(forwards: &[PortForward]) -> Result<(), ConfigError> {
+    for (i, a) in forwards.iter().enumerate() {
+        for b in &forwards[..i] {
+            if a.external_port == b.external_port && a.protocols.overlaps(b.protocols) && a != b {
+                return err(format!(
+                    "port forwards {b} and {a} both claim external port {}; each external port and protocol can go \
+                     to one LAN host only",
+                    a.external_port
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Interface names as the kernel accepts them (IFNAMSIZ - 1 bytes, no '/', ':' or whitespace).
+pub fn validate_ifname(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        err(format!("{name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"))
+    }
+}
+
+/// A LAN subnet: a private-use-sized IPv4 network with room for the router and clients.
+pub fn parse_subnet(value: &str) -> Result<Ipv4Net, ConfigError> {
+    let net: Ipv4Net = value.parse().map_err(|_| {
+        ConfigError(format!("subnet {value:?} is not an IPv4 CIDR; expected something like 10.0.0.0/24"))
+    })?;
+    if !(8..=30).contains(&net.prefix_len()) {
+        return err(format!(
+            "subnet {value:?} has prefix length /{}; expected /8 to /30 so that the router and clients fit",
+            net.prefix_len()
+        ));
+    }
+    let net = net.trunc();
+    let first = net.network();
+    if first.is_loopback() || first.is_multicast() || first.is_unspecified() || first.octets()[0] >= 240 {
+        return err(format!("subnet {value:?} is not usable for a LAN; use a private range such as 10.0.0.0/24"));
+    }
+    Ok(net)
+}
+
+/// `/etc/gatekeeper/gatekeeper.toml`. Unknown keys are errors so that typos do not pass silently.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub lan: Option<Vec<String>>,
+    pub wan: Option<String>,
+    pub subnet: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub web_port: Option<u16>,
+    #[serde(default)]
+    pub forward: Vec<FileForward>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileForward {
+    /// External (WAN) port; defaults to the port of `to`.
+    pub port: Option<u16>,
+    /// LAN target, `IP:PORT`.
+    pub to: String,
+    #[serde(default = "both")]
+    pub protocol: Protocols,
+}
+
+fn both() -> Protocols {
+    Protocols::Both
+}
+
+impl FileConfig {
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("config file {}: {e}", origin.display())))
+    }
+
+    /// Reads `path` if given (it must exist), else the default file if present.
+    pub fn load(path: Option<&Path>) -> Result<Option<Self>, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_CONFIG_FILE), false),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
+            Err(e) => err(format!("cannot read config file {}: {e}", path.display())),
+        }
+    }
+
+    fn forwards(&self) -> Result<Vec<PortForward>, ConfigError> {
+        self.forward
+            .iter()
+            .map(|f| {
+                let target = match f.port {
+                    Some(p) => format!("{p}={}", f.to),
+                    None => f.to.clone(),
+                };
+                let mut pf = parse_port_forward(&target)
+                    .map_err(|e| ConfigError(format!("config file [[forward]]: {e}")))?;
+                pf.protocols = f.protocol;
+                Ok(pf)
+            })
+            .collect()
+    }
+}
+
+/// The original project's environment variables.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EnvConfig {
+    pub lan: Option<String>,
+    pub wan: Option<String>,
+    pub port_forwarding: Option<String>,
+}
+
+impl EnvConfig {
+    pub fn from_vars(vars: &HashMap<String, String>) -> Self {
+        let get = |k: &str| vars.get(k).filter(|v| !v.trim().is_empty()).cloned();
+        EnvConfig { lan: get("LAN"), wan: get("WAN"), port_forwarding: get("PORT_FORWARDING") }
+    }
+
+    pub fn from_process() -> Self {
+        Self::from_vars(&std::env::vars().collect())
+    }
+}
+
+/// What the command line said; `None`/empty means "not given".
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FlagConfig {
+    pub lan: Vec<String>,
+    pub wan: Option<String>,
+    pub subnet: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub web_port: Option<u16>,
+}
+
+/// Merges the sources: flags > environment > file > defaults. Port forwards from the file and the environment add up.
+pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) -> Result<Config, ConfigError> {
+    let file = file.unwrap_or_default();
+
+    let env_lan = env.lan.as_ref().map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+    let lan = if !flags.lan.is_empty() {
+        flags.lan.clone()
+    } else if let Some(l) = env_lan {
+        l
+    } else {
+        file.lan.clone().unwrap_or_default()
+    };
+    for name in &lan {
+        validate_ifname(name).map_err(|e| ConfigError(format!("LAN interface: {e}")))?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = lan.iter().find(|n| !seen.insert(*n)) {
+        return err(format!("LAN interface {dup:?} is listed twice"));
+    }
+
+    let wan = flags.wan.clone().or_else(|| env.wan.as_ref().map(|w| w.trim().to_owned())).or(file.wan.clone());
+    if let Some(w) = &wan {
+        validate_ifname(w).map_err(|e| ConfigError(format!("WAN interface: {e}")))?;
+        if lan.contains(w) {
+            return err(format!("interface {w:?} is given as both LAN and WAN; it can only be one of them"));
+        }
+    }
+
+    let subnet = match flags.subnet.as_ref().or(file.subnet.as_ref()) {
+        Some(s) => Some(parse_subnet(s)?),
+        None => None,
+    };
+
+    let state_dir =
+        flags.state_dir.clone().or(file.state_dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let web_port = flags.web_port.or(file.web_port).unwrap_or(DEFAULT_WEB_PORT);
+    if web_port == 0 {
+        return err("web port 0 is not a port; expected 1-65535");
+    }
+
+    let mut port_forwards = file.forwards()?;
+    if let Some(pf) = &env.port_forwarding {
+        port_forwards.extend(parse_port_forwards(pf).map_err(|e| ConfigError(format!("PORT_FORWARDING: {e}")))?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    port_forwards.retain(|f| seen.insert(*f));
+    check_forward_conflicts(&port_forwards)?;
+
+    Ok(Config { lan, wan, subnet, state_dir, web_port, port_forwards })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvConfig {
+        EnvConfig::from_vars(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    fn file(text: &str) -> FileConfig {
+        FileConfig::parse(text, Path::new("test.toml")).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = resolve(None, &EnvConfig::default(), &FlagConfig::default()).unwrap();
+        assert!(c.lan.is_empty());
+        assert_eq!(c.wan, None);
+        assert_eq!(c.subnet, None);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.web_port, 1337);
+        assert!(c.port_forwards.is_empty());
+    }
+
+    #[test]
+    fn flags_override_env_override_file() {
+        let f = file(
+            r#"lan = ["f1"]
+               wan = "fw"
+               subnet = "10.1.0.0/24"
+               state_dir = "/file/state"
+               web_port = 8080"#,
+        );
+        let e = env(&[("LAN", "e1 e2"), ("WAN", "ew")]);
+        let c = resolve(Some(f), &e, &FlagConfig::default()).unwrap();
+        assert_eq!(c.lan, vec!["e1", "e2"]);
+        assert_eq!(c.wan.as_deref(), Some("ew"));
+        assert_eq!(c.subnet, Some("10.1.0.0/24".parse().unwrap()));
+        assert_eq!(c.state_dir, PathBuf::from("/file/state"));
+        assert_eq!(c.web_port, 8080);
+
+        let flags = FlagConfig {
+            lan: vec!["x1".into()],
+            wan: Some("xw".into()),
+            subnet: Some("192.168.5.0/24".into()),
+            state_dir: Some("/flag".into()),
+            web_port: Some(9000),
+        };
+        let f = file(r#"lan = ["f1"]
+                       wan = "fw""#);
+        let c = resolve(Some(f), &e, &flags).unwrap();
+        assert_eq!(c.lan, vec!["x1"]);
+        assert_eq!(c.wan.as_deref(), Some("xw"));
+        assert_eq!(c.subnet, Some("192.168.5.0/24".parse().unwrap()));
+        assert_eq!(c.state_dir, PathBuf::from("/flag"));
+        assert_eq!(c.web_port, 9000);
+    }
+
+    #[test]
+    fn file_used_when_nothing_else() {
+        let c = resolve(Some(file(r#"lan = ["eth1", "eth2"]"#)), &env(&[("LAN", "  ")]), &FlagConfig::default())
+            .unwrap();
+        assert_eq!(c.lan, vec!["eth1", "eth2"], "a blank LAN variable counts as unset");
+    }
+
+    #[test]
+    fn lan_and_wan_must_differ() {
+        let e = resolve(None, &env(&[("LAN", "eth0 eth1"), ("WAN", "eth0")]), &FlagConfig::default()).unwrap_err();
+        assert!(e.0.contains("both LAN and WAN"), "{e}");
+        let e = resolve(None, &env(&[("LAN", "eth1 eth1")]), &FlagConfig::default()).unwrap_err();
+        assert!(e.0.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn bad_interface_names() {
+        for bad in ["", "this-name-is-too-long", "a/b", "a:b", ".."] {
+            let flags = FlagConfig { lan: vec![bad.into()], ..Default::default() };
+            let e = resolve(None, &EnvConfig::default(), &flags).unwrap_err();
+            assert!(e.0.contains("not a valid interface name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn subnets() {
+        assert_eq!(parse_subnet("10.0.0.0/24").unwrap(), "10.0.0.0/24".parse::<Ipv4Net>().unwrap());
+        assert_eq!(parse_subnet("10.0.0.77/24").unwrap(), "10.0.0.0/24".parse::<Ipv4Net>().unwrap());
+        for bad in ["10.0.0.0", "10.0.0.0/31", "10.0.0.0/33", "10.0.0.0/4", "127.0.0.0/24", "224.0.0.0/24", "x"] {
+            let e = parse_subnet(bad).unwrap_err();
+            assert!(e.0.contains(bad), "error for {bad} must name it: {e}");
+        }
+    }
+
+    #[test]
+    fn port_forwarding_variable() {
+        let fw = parse_port_forwards("10.0.0.5:25565 10.0.0.7:51820").unwrap();
+        assert_eq!(
+            fw,
+            vec![
+                PortForward {
+                    protocols: Protocols::Both,
+                    external_port: 25565,
+                    internal: "10.0.0.5:25565".parse().unwrap()
+                },
+                PortForward {
+                    protocols: Protocols::Both,
+                    external_port: 51820,
+                    internal: "10.0.0.7:51820".parse().unwrap()
+                },
+            ]
+        );
+        let fw = parse_port_forwards("8080=10.0.0.5:80/tcp,\n 53=10.0.0.6:53/udp").unwrap();
+        assert_eq!(fw[0].external_port, 8080);
+        assert_eq!(fw[0].internal.port(), 80);
+        assert_eq!(fw[0].protocols, Protocols::Tcp);
+        assert_eq!(fw[1].protocols, Protocols::Udp);
+        assert!(parse_port_forwards("   ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn port_forwarding_bad_inputs_name_the_value() {
+        for bad in [
+            "10.0.0.5",
+            "10.0.0.5:",
+            "10.0.0.5:0",
+            "10.0.0.5:65536",
+            "10.0.0.5:http",
+            "10.0.0:80",
+            "host.lan:80",
+            "[::1]:80",
+            "0.0.0.0:80",
+            "127.0.0.1:80",
+            "224.0.0.1:80",
+            "255.255.255.255:80",
+            "10.0.0.5:80/sctp",
+            "0=10.0.0.5:80",
+            "x=10.0.0.5:80",
+        ] {
+            let e = parse_port_forwards(&format!("10.0.0.9:22 {bad}")).unwrap_err();
+            assert!(e.0.contains(&format!("{bad:?}")), "error must quote {bad:?}: {e}");
+            assert!(e.0.contains("expected"), "error must say what is expected: {e}");
+        }
+    }
+
+    #[test]
+    fn port_forward_conflicts() {
+        let e = resolve(None, &env(&[("PORT_FORWARDING", "10.0.0.5:80 10.0.0.6:80")]), &FlagConfig::default())
+            .unwrap_err();
+        assert!(e.0.contains("external port 80"), "{e}");
+        // Different protocols on one port are fine; exact duplicates collapse.
+        let c = resolve(
+            None,
+            &env(&[("PORT_FORWARDING", "10.0.0.5:80/tcp 10.0.0.6:80/udp 10.0.0.6:80/udp")]),
+            &FlagConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.port_forwards.len(), 2);
+    }
+
+    #[test]
+    fn forwards_from_file_and_env_add_up() {
+        let f = file(
+            r#"[[forward]]
+               to = "10.0.0.5:25565"
+               [[forward]]
+               port = 2222
+               to = "10.0.0.8:22"
+               protocol = "tcp""#,
+        );
+        let c = resolve(Some(f), &env(&[("PORT_FORWARDING", "10.0.0.7:51820/udp")]), &FlagConfig::default()).unwrap();
+        assert_eq!(c.port_forwards.len(), 3);
+        assert_eq!(c.port_forwards[1].external_port, 2222);
+        assert_eq!(c.port_forwards[1].protocols, Protocols::Tcp);
+        assert_eq!(c.port_forwards[2].internal, "10.0.0.7:51820".parse().unwrap());
+    }
+
+    #[test]
+    fn file_errors_are_clear() {
+        let e = FileConfig::parse("lan = \"eth1\"", Path::new("/etc/x.toml")).unwrap_err();
+        assert!(e.0.contains("/etc/x.toml"), "{e}");
+        let e = FileConfig::parse("lna = [\"eth1\"]", Path::new("x.toml")).unwrap_err();
+        assert!(e.0.contains("lna"), "unknown keys are named: {e}");
+        let e = FileConfig::load(Some(Path::new("/nonexistent/gk.toml"))).unwrap_err();
+        assert!(e.0.contains("/nonexistent/gk.toml"), "{e}");
+        let bad_fw = file("[[forward]]\nto = \"10.0.0.5\"");
+        let e = resolve(Some(bad_fw), &EnvConfig::default(), &FlagConfig::default()).unwrap_err();
+        assert!(e.0.contains("[[forward]]") && e.0.contains("10.0.0.5"), "{e}");
+    }
+}

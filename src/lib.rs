@@ -1,0 +1,8 @@
+//! Gatekeeper: a home internet gateway in one program. See DESIGN.md for the layout; each folder is a subsystem.
+
+pub mod app;
+pub mod config;
+pub mod lab;
+pub mod logging;
+pub mod net;
+pub mod state;

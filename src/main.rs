@@ -1,0 +1,103 @@
+//! The `gatekeeper` command line.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use gatekeeper::config::{self, EnvConfig, FileConfig, FlagConfig};
+use gatekeeper::{app, lab, logging};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gatekeeper", version, about = "A home internet gateway in one program", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run(RunArgs),
+    /// Start a virtual home network in network namespaces, with simulated devices and the gateway.
+    Lab(lab::cli::LabArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct RunArgs {
+    /// LAN interface (repeat for several; they are bridged). Default: every interface with no IPv4 address.
+    #[arg(long = "lan", value_name = "IFACE")]
+    lan: Vec<String>,
+    /// WAN interface. Default: the interface of the default route.
+    #[arg(long, value_name = "IFACE")]
+    wan: Option<String>,
+    /// LAN subnet. Default: the first free private /24.
+    #[arg(long, value_name = "CIDR")]
+    subnet: Option<String>,
+    /// Where leases, forwards and history are kept [default: /var/lib/gatekeeper].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Configuration file [default: /etc/gatekeeper/gatekeeper.toml, if present].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Web UI port [default: 1337].
+    #[arg(long, value_name = "PORT")]
+    web_port: Option<u16>,
+    /// Run inside the named network namespace (/run/netns/NAME) instead of the current one.
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+}
+
+/// Moves the process into a named network namespace. Must run before any thread exists: setns is per thread,
+/// and the runtime's threads inherit it from here.
+fn enter_netns(name: &str) -> Result<()> {
+    if name.contains('/') || name.is_empty() {
+        return Err(config::ConfigError(format!("network namespace {name:?} is not a name")).into());
+    }
+    let path = PathBuf::from("/run/netns").join(name);
+    let file = std::fs::File::open(&path)
+        .map_err(|e| config::ConfigError(format!("network namespace {name:?} not found ({}): {e}", path.display())))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("cannot enter network namespace {name}"))?;
+    // Never touch the wrong namespace: check that we really are in it.
+    let want = file.metadata()?.ino();
+    let have = std::fs::metadata("/proc/thread-self/ns/net")?.ino();
+    anyhow::ensure!(want == have, "entering network namespace {name} did not take effect");
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    if let Some(ns) = &args.netns {
+        enter_netns(ns)?;
+    }
+    let file = FileConfig::load(args.config.as_deref())?;
+    let flags = FlagConfig {
+        lan: args.lan,
+        wan: args.wan,
+        subnet: args.subnet,
+        state_dir: args.state_dir,
+        web_port: args.web_port,
+    };
+    let config = config::resolve(file, &EnvConfig::from_process(), &flags)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(app::run(config))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let result = match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Lab(args)) => lab::cli::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(app::exit_code(&e))
+        }
+    }
+}

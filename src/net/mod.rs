@@ -1,0 +1,6 @@
+//! The kernel shell: rtnetlink (links, addresses, routes, bridge), sysctls, and the LAN set-up built on them.
+
+pub mod netlink;
+pub mod plan;
+pub mod setup;
+pub mod subnet;
