@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod config;
+pub mod dhcp;
 pub mod lab;
 pub mod logging;
 pub mod net;

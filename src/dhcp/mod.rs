@@ -1,0 +1,3 @@
+//! DHCPv4: a sans-IO server core, its lease store, and the socket shell around them.
+
+pub mod lease;
