@@ -42,18 +42,18 @@ pub async fn run(config: Config) -> Result<()> {
     let plan = plan::plan(&nl.snapshot().await?, &config)?;
     let ports: Vec<&str> = plan.ports.iter().map(|p| p.name.as_str()).collect();
     info!(
-        lan = plan.lan_interface(),
-        ports = ports.join(","),
+        lan = %plan.lan_interface(),
+        ports = %ports.join(","),
         subnet = %plan.subnet,
         router = %plan.router,
-        wan = plan.wan.as_ref().map_or("none", |w| w.name.as_str()),
+        wan = %plan.wan.as_ref().map_or("none", |w| w.name.as_str()),
         "setting up the LAN"
     );
     if plan.wan.is_none() {
         warn!("no WAN: there is no default route and no --wan; the LAN will have no internet access");
     }
     let lan = LanSetup::apply(&nl, plan, state.path()).await?;
-    info!(lan = lan.plan.lan_interface(), address = %lan.plan.router_net(), "LAN ready");
+    info!(lan = %lan.plan.lan_interface(), address = %lan.plan.router_net(), "LAN ready");
 
     let ctx = Context { shutdown: CancellationToken::new(), config, lan: lan.plan.clone() };
     // Subsystems (DHCP, DNS, NAT, web) are spawned here, each stopping when `ctx.shutdown` is cancelled.

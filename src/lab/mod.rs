@@ -169,6 +169,7 @@ impl Lab {
         let mut lab = Lab { id, dir, namespaces: Vec::new(), clients: opts.clients, host_link: None };
         // From here on, Drop removes whatever was made, also when a step fails.
         lab.build(&opts)?;
+        lab.settle()?;
         Ok(lab)
     }
 
@@ -200,6 +201,29 @@ impl Lab {
             ip(&["-n", &gw, "link", "set", "gw-host", "up"])?;
         }
         Ok(())
+    }
+
+    /// Waits until every veth has carrier and no IPv6 address is still tentative, so that snapshots taken
+    /// right after building compare equal to later ones.
+    pub fn settle(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut busy = None;
+            for ns in &self.namespaces {
+                let links = ip(&["-n", ns, "-o", "link", "show"])?;
+                let addrs = ip(&["-n", ns, "-o", "addr", "show"])?;
+                if let Some(l) = links.lines().find(|l| l.contains(",UP") && !l.contains("LOWER_UP")) {
+                    busy = Some(format!("{ns}: no carrier yet: {l}"));
+                } else if let Some(a) = addrs.lines().find(|a| a.contains("tentative")) {
+                    busy = Some(format!("{ns}: address still tentative: {a}"));
+                }
+            }
+            match busy {
+                None => return Ok(()),
+                Some(why) if Instant::now() > deadline => bail!("lab did not settle within 10 s: {why}"),
+                Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 
     pub fn wan(&self) -> String {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the lab and the tests use (only the missing ones), and checks for cargo.
+# Usage: scripts/deps.sh [extra packages...]
+set -euo pipefail
+
+packages=(
+  iproute2 iputils-ping procps       # namespaces, veths, ping, sysctl
+  isc-dhcp-client udhcpc dhcpcd-base # real DHCP clients for the end-to-end tests
+  tcpdump                            # captures in tests
+  "$@"
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing: ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is not installed: install a Rust toolchain (https://rustup.rs), then run this again." >&2
+  exit 1
+fi
