@@ -58,6 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
     let ctx = Context { shutdown: CancellationToken::new(), config, lan: lan.plan.clone() };
     // Subsystems (DHCP, DNS, NAT, web) are spawned here, each stopping when `ctx.shutdown` is cancelled.
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    tasks.spawn(crate::web::serve(ctx.clone()));
 
     let reason = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",

@@ -7,3 +7,4 @@ pub mod lab;
 pub mod logging;
 pub mod net;
 pub mod state;
+pub mod web;

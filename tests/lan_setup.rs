@@ -33,6 +33,13 @@ fn bridges_two_ports_and_restores_everything_on_sigterm() {
     lab.run(&lab.client(1), &["ping", "-c1", "-W2", "10.0.0.1"]).unwrap();
     lab.run(&lab.client(1), &["ping", "-c1", "-W2", "10.0.0.12"]).unwrap();
 
+    // The web UI answers on the LAN address, and not on the WAN address.
+    let status = lab.run(&lab.client(1), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/status"]).unwrap();
+    assert!(status.contains(r#""subnet":"10.0.0.0/24""#) && status.contains(r#""wan":"gwwan""#), "{status}");
+    let page = lab.run(&lab.client(2), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/"]).unwrap();
+    assert!(page.contains("gk-lan"), "{page}");
+    assert!(lab.run(&lab.wan(), &["curl", "-sf", "-m3", "http://203.0.113.2:1337/"]).is_err());
+
     let status = gw.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "exit {status}; log:\n{}", gw.log());
     assert!(gw.log().contains("network restored"), "{}", gw.log());

@@ -55,7 +55,6 @@ pub fn run(args: LabArgs) -> Result<()> {
     if let Some(host) = lab.host_link() {
         // One address, and with it a route to the lab subnet only: never a default route.
         super::ip(&["addr", "add", &format!("{host_addr}/{prefix}"), "dev", host])?;
-        super::ip(&["link", "set", host, "up"])?;
     }
 
     println!("Gatekeeper lab {} is up.", lab.id);

@@ -198,6 +198,7 @@ impl Lab {
             let host = format!("{PREFIX}{}-h", self.id);
             ip(&["link", "add", &host, "type", "veth", "peer", "name", "gw-host", "netns", &gw])?;
             self.host_link = Some(host.clone());
+            ip(&["link", "set", &host, "up"])?;
             ip(&["-n", &gw, "link", "set", "gw-host", "up"])?;
         }
         Ok(())

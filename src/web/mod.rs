@@ -1,0 +1,89 @@
+//! The web UI: axum on the router's LAN address only (so it is closed to the WAN by construction).
+//! For now it shows the LAN set-up; devices, traffic and ports arrive with their subsystems.
+
+use crate::app::Context;
+use anyhow::{Context as _, Result};
+use axum::extract::State;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::net::SocketAddr;
+use tracing::info;
+
+#[derive(Serialize)]
+struct Status {
+    lan_interface: String,
+    lan_ports: Vec<String>,
+    subnet: String,
+    router: String,
+    wan: Option<String>,
+    port_forwards: Vec<String>,
+}
+
+fn status(ctx: &Context) -> Status {
+    Status {
+        lan_interface: ctx.lan.lan_interface().to_owned(),
+        lan_ports: ctx.lan.ports.iter().map(|p| p.name.clone()).collect(),
+        subnet: ctx.lan.subnet.to_string(),
+        router: ctx.lan.router.to_string(),
+        wan: ctx.lan.wan.as_ref().map(|w| w.name.clone()),
+        port_forwards: ctx.config.port_forwards.iter().map(|f| f.to_string()).collect(),
+    }
+}
+
+/// Escapes text for HTML: interface names and, later, device-chosen host names are hostile input.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+async fn index(State(ctx): State<Context>) -> impl IntoResponse {
+    let s = status(&ctx);
+    let row = |k: &str, v: &str| format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
+    let forwards = if s.port_forwards.is_empty() { "none".to_owned() } else { s.port_forwards.join(", ") };
+    Html(format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>Gatekeeper</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:1em}}</style></head>\
+         <body><h1>Gatekeeper</h1><table>{}{}{}{}{}{}</table></body></html>",
+        row("LAN interface", &s.lan_interface),
+        row("LAN ports", &s.lan_ports.join(", ")),
+        row("Subnet", &s.subnet),
+        row("Router", &s.router),
+        row("WAN", s.wan.as_deref().unwrap_or("none")),
+        row("Port forwards", &forwards),
+    ))
+}
+
+async fn api_status(State(ctx): State<Context>) -> Json<Status> {
+    Json(status(&ctx))
+}
+
+pub async fn serve(ctx: Context) -> Result<()> {
+    let addr = SocketAddr::from((ctx.lan.router, ctx.config.web_port));
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("web UI cannot listen on {addr}"))?;
+    info!("web UI on http://{addr}/");
+    let shutdown = ctx.shutdown.clone();
+    let app = Router::new().route("/", get(index)).route("/api/status", get(api_status)).with_state(ctx);
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(super::escape("<img src=x onerror='a'>&"), "&lt;img src=x onerror=&#39;a&#39;&gt;&amp;");
+    }
+}
