@@ -21,10 +21,23 @@ pub struct Pool {
 
 impl Pool {
     /// A pool whose whole range is free except the addresses `reserved` says no to.
-    pub fn new(subnet: Ipv4Net, range: (Ipv4Addr, Ipv4Addr), router: Ipv4Addr, reserved: impl Fn(Ipv4Addr) -> bool) -> Pool {
+    pub fn new(
+        subnet: Ipv4Net,
+        range: (Ipv4Addr, Ipv4Addr),
+        router: Ipv4Addr,
+        reserved: impl Fn(Ipv4Addr) -> bool,
+    ) -> Pool {
         let (start, end) = (u32::from(range.0), u32::from(range.1));
-        let mut pool = Pool { subnet, start, end, router, free: BTreeSet::new() };
-        pool.free = (start..=end).filter(|&a| pool.usable(a.into()) && !reserved(a.into())).collect();
+        let mut pool = Pool {
+            subnet,
+            start,
+            end,
+            router,
+            free: BTreeSet::new(),
+        };
+        pool.free = (start..=end)
+            .filter(|&a| pool.usable(a.into()) && !reserved(a.into()))
+            .collect();
         pool
     }
 
@@ -33,7 +46,7 @@ impl Pool {
     }
 
     /// In the range and not the subnet's network or broadcast address.
-    fn usable(&self, ip: Ipv4Addr) -> bool {
+    pub fn usable(&self, ip: Ipv4Addr) -> bool {
         self.in_range(ip)
             && (self.subnet.prefix_len() >= 31 || (ip != self.subnet.network() && ip != self.subnet.broadcast()))
     }
@@ -44,10 +57,6 @@ impl Pool {
 
     pub fn free_count(&self) -> usize {
         self.free.len()
-    }
-
-    pub fn size(&self) -> usize {
-        (self.end - self.start) as usize + 1
     }
 
     /// Takes `ip` out of the free set; false if it was not free.
@@ -67,14 +76,21 @@ impl Pool {
     pub fn take_any(&mut self, seed: &[u8]) -> Option<Ipv4Addr> {
         let span = u64::from(self.end - self.start) + 1;
         let from = self.start + (fnv1a(seed) % span) as u32;
-        let ip = self.free.range(from..).next().or_else(|| self.free.iter().next()).copied()?;
+        let ip = self
+            .free
+            .range(from..)
+            .next()
+            .or_else(|| self.free.iter().next())
+            .copied()?;
         self.free.remove(&ip);
         Some(ip.into())
     }
 }
 
 fn fnv1a(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100000001b3))
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x100000001b3)
+    })
 }
 
 #[cfg(test)]
@@ -84,9 +100,12 @@ mod tests {
     #[test]
     fn excludes_reserved_network_and_broadcast() {
         let net: Ipv4Net = "10.0.0.0/29".parse().unwrap();
-        let mut p = Pool::new(net, ([10, 0, 0, 0].into(), [10, 0, 0, 7].into()), [10, 0, 0, 1].into(), |ip| {
-            ip == Ipv4Addr::new(10, 0, 0, 1)
-        });
+        let mut p = Pool::new(
+            net,
+            ([10, 0, 0, 0].into(), [10, 0, 0, 7].into()),
+            [10, 0, 0, 1].into(),
+            |ip| ip == Ipv4Addr::new(10, 0, 0, 1),
+        );
         assert_eq!(p.free_count(), 5);
         let mut got = Vec::new();
         while let Some(ip) = p.take_any(b"x") {

@@ -86,11 +86,17 @@ impl DhcpConfig {
     pub fn validate(&self) -> Result<(), DhcpConfigError> {
         let err = |m: String| Err(DhcpConfigError(m));
         if !self.subnet.contains(&self.server_ip) {
-            return err(format!("DHCP server address {} is not inside the LAN subnet {}", self.server_ip, self.subnet));
+            return err(format!(
+                "DHCP server address {} is not inside the LAN subnet {}",
+                self.server_ip, self.subnet
+            ));
         }
         check_range("LAN", self.subnet, self.range)?;
         if self.lease_secs < MIN_LEASE_SECS {
-            return err(format!("DHCP lease time {} s is too short; expected at least {MIN_LEASE_SECS} s", self.lease_secs));
+            return err(format!(
+                "DHCP lease time {} s is too short; expected at least {MIN_LEASE_SECS} s",
+                self.lease_secs
+            ));
         }
         if self.domain.len() > 253 {
             return err(format!("DHCP domain {:?} is longer than 253 bytes", self.domain));
@@ -101,8 +107,14 @@ impl DhcpConfig {
         let mut nets = vec![self.subnet];
         for r in &self.relay_pools {
             check_range("relay", r.subnet, r.range)?;
-            if let Some(n) = nets.iter().find(|n| n.contains(&r.subnet.network()) || r.subnet.contains(&n.network())) {
-                return err(format!("relay subnet {} overlaps subnet {n}; each pool needs its own subnet", r.subnet));
+            if let Some(n) = nets
+                .iter()
+                .find(|n| n.contains(&r.subnet.network()) || r.subnet.contains(&n.network()))
+            {
+                return err(format!(
+                    "relay subnet {} overlaps subnet {n}; each pool needs its own subnet",
+                    r.subnet
+                ));
             }
             nets.push(r.subnet);
         }
@@ -110,10 +122,16 @@ impl DhcpConfig {
         for s in &self.static_leases {
             let mac = fmt_mac(&s.mac);
             if !nets.iter().any(|n| n.contains(&s.ip)) {
-                return err(format!("static lease {mac} -> {}: address outside every DHCP subnet", s.ip));
+                return err(format!(
+                    "static lease {mac} -> {}: address outside every DHCP subnet",
+                    s.ip
+                ));
             }
             if s.ip == self.server_ip {
-                return err(format!("static lease {mac} -> {}: that is the router's own address", s.ip));
+                return err(format!(
+                    "static lease {mac} -> {}: that is the router's own address",
+                    s.ip
+                ));
             }
             if !ips.insert(s.ip) {
                 return err(format!("static address {} is given to more than one MAC", s.ip));
@@ -128,7 +146,11 @@ impl DhcpConfig {
 
 fn host_bounds(subnet: Ipv4Net) -> (u32, u32) {
     let (n, b) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
-    if subnet.prefix_len() >= 31 { (n, b) } else { (n + 1, b - 1) }
+    if subnet.prefix_len() >= 31 {
+        (n, b)
+    } else {
+        (n + 1, b - 1)
+    }
 }
 
 fn check_range(what: &str, subnet: Ipv4Net, (a, b): (Ipv4Addr, Ipv4Addr)) -> Result<(), DhcpConfigError> {
@@ -141,7 +163,10 @@ fn check_range(what: &str, subnet: Ipv4Net, (a, b): (Ipv4Addr, Ipv4Addr)) -> Res
 }
 
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 /// Why a packet got no reply. The shell counts these; `as_str` labels are stable (metrics, logs).
@@ -305,8 +330,10 @@ pub struct Server {
     offer_expiry: BTreeSet<(u64, Ipv4Addr)>,
     declined: HashMap<Ipv4Addr, u64>,
     decline_expiry: BTreeSet<(u64, Ipv4Addr)>,
-    /// A client's address before it released it or it expired: given back to it when still free.
+    /// A client's address before it released it or it expired: given back to it when still free. Kept both ways
+    /// (one last holder per address), so it is bounded by the number of addresses.
     previous: HashMap<Vec<u8>, Ipv4Addr>,
+    previous_by_ip: HashMap<Ipv4Addr, Vec<u8>>,
     /// Per pool, the last relay address (giaddr) seen.
     relay_seen: Vec<Ipv4Addr>,
     stats: Stats,
@@ -318,7 +345,12 @@ impl Server {
     /// dynamic range, the router's address, another MAC's static address, a MAC whose static address differs)
     /// are dropped; they disappear from `leases()` and so from the next compaction. Expired leases are kept so
     /// that the first `expire(now)` reports them.
-    pub fn new(cfg: DhcpConfig, leases: Vec<Lease>, declined: Vec<(Ipv4Addr, u64)>, now: u64) -> Result<Server, DhcpConfigError> {
+    pub fn new(
+        cfg: DhcpConfig,
+        leases: Vec<Lease>,
+        declined: Vec<(Ipv4Addr, u64)>,
+        now: u64,
+    ) -> Result<Server, DhcpConfigError> {
         cfg.validate()?;
         let statics: HashMap<[u8; 6], StaticLease> = cfg.static_leases.iter().map(|s| (s.mac, s.clone())).collect();
         let static_ips: HashSet<Ipv4Addr> = statics.values().map(|s| s.ip).collect();
@@ -326,7 +358,12 @@ impl Server {
         let mut pools = vec![Pool::new(cfg.subnet, cfg.range, cfg.server_ip, reserved)];
         for r in &cfg.relay_pools {
             // Router `None` = giaddr, filled in per reply; the pool keeps unspecified as the marker.
-            pools.push(Pool::new(r.subnet, r.range, r.router.unwrap_or(Ipv4Addr::UNSPECIFIED), reserved));
+            pools.push(Pool::new(
+                r.subnet,
+                r.range,
+                r.router.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                reserved,
+            ));
         }
         let n_pools = pools.len();
         let mut s = Server {
@@ -342,6 +379,7 @@ impl Server {
             declined: HashMap::new(),
             decline_expiry: BTreeSet::new(),
             previous: HashMap::new(),
+            previous_by_ip: HashMap::new(),
             relay_seen: vec![Ipv4Addr::UNSPECIFIED; n_pools],
             stats: Stats::default(),
         };
@@ -394,7 +432,10 @@ impl Server {
     }
 
     pub fn lease_by_ip(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.owner.get(&ip).and_then(|c| self.leases.get(c)).filter(|l| l.ip == ip)
+        self.owner
+            .get(&ip)
+            .and_then(|c| self.leases.get(c))
+            .filter(|l| l.ip == ip)
     }
 
     /// Quarantined addresses and when they come back: for the store's compaction.
@@ -425,10 +466,18 @@ impl Server {
                 break;
             }
             self.lease_expiry.pop_first();
-            let Some(cid) = self.owner.get(&ip).cloned() else { continue };
+            let Some(cid) = self.owner.get(&ip).cloned() else {
+                continue;
+            };
             if let Some(l) = self.remove_lease(&cid) {
                 self.stats.expired += 1;
-                out.push((Record::Released { client_id: l.client_id.clone(), ip: l.ip }, LeaseEvent::Expired(l)));
+                out.push((
+                    Record::Released {
+                        client_id: l.client_id.clone(),
+                        ip: l.ip,
+                    },
+                    LeaseEvent::Expired(l),
+                ));
             }
         }
         out
@@ -482,7 +531,11 @@ impl Server {
     /// The pool of the client's link: the relay's (giaddr), else the one whose subnet holds ciaddr, else the LAN's.
     fn link(&self, req: &Request<'_>) -> Result<usize, DropReason> {
         if !req.giaddr.is_unspecified() {
-            return self.pools.iter().position(|p| p.subnet.contains(&req.giaddr)).ok_or(DropReason::NoPoolForRelay);
+            return self
+                .pools
+                .iter()
+                .position(|p| p.subnet.contains(&req.giaddr))
+                .ok_or(DropReason::NoPoolForRelay);
         }
         if !req.ciaddr.is_unspecified()
             && let Some(i) = self.pools.iter().position(|p| p.subnet.contains(&req.ciaddr))
@@ -507,14 +560,28 @@ impl Server {
             ip
         };
         let hostname = self.hostname_for(req, &cid);
-        let bytes = self.encode(req, link, MessageType::Offer, Ipv4Addr::UNSPECIFIED, ip, Some(self.cfg.lease_secs), hostname.as_deref())?;
-        Ok(Outcome { reply: Some(self.reply(req, bytes, MessageType::Offer, ip)), ..Outcome::default() })
+        let bytes = self.encode(
+            req,
+            link,
+            MessageType::Offer,
+            Ipv4Addr::UNSPECIFIED,
+            ip,
+            Some(self.cfg.lease_secs),
+            hostname.as_deref(),
+        )?;
+        Ok(Outcome {
+            reply: Some(self.reply(req, bytes, MessageType::Offer, ip)),
+            ..Outcome::default()
+        })
     }
 
     /// A new address for a client without lease or offer: the one it asks for, its previous one, or any.
     fn allocate(&mut self, req: &Request<'_>, link: usize, cid: &[u8]) -> Result<Ipv4Addr, DropReason> {
         let pool = &mut self.pools[link];
-        for want in [req.requested_ip, self.previous.get(cid).copied()].into_iter().flatten() {
+        for want in [req.requested_ip, self.previous.get(cid).copied()]
+            .into_iter()
+            .flatten()
+        {
             if pool.take(want) {
                 return Ok(want);
             }
@@ -530,7 +597,10 @@ impl Server {
                 self.remove_offer(&cid);
                 return Err(DropReason::NotForUs);
             }
-            let ip = req.requested_ip.or(Some(req.ciaddr).filter(|c| !c.is_unspecified())).ok_or(DropReason::BadRequest)?;
+            let ip = req
+                .requested_ip
+                .or(Some(req.ciaddr).filter(|c| !c.is_unspecified()))
+                .ok_or(DropReason::BadRequest)?;
             if subnet.contains(&ip) && self.may_bind(&cid, &req.mac, ip, link) {
                 self.ack(req, link, cid, ip, now)
             } else {
@@ -544,7 +614,11 @@ impl Server {
             }
             let known = match self.static_for(&req.mac, link) {
                 Some(st) => Some(st.ip),
-                None => self.leases.get(&cid).map(|l| l.ip).or(self.offers.get(&cid).map(|o| o.ip)),
+                None => self
+                    .leases
+                    .get(&cid)
+                    .map(|l| l.ip)
+                    .or(self.offers.get(&cid).map(|o| o.ip)),
             };
             match known {
                 Some(k) if k == ip => self.ack(req, link, cid, ip, now),
@@ -580,23 +654,47 @@ impl Server {
         }
     }
 
-    fn ack(&mut self, req: &Request<'_>, link: usize, cid: Vec<u8>, ip: Ipv4Addr, now: u64) -> Result<Outcome, DropReason> {
+    fn ack(
+        &mut self,
+        req: &Request<'_>,
+        link: usize,
+        cid: Vec<u8>,
+        ip: Ipv4Addr,
+        now: u64,
+    ) -> Result<Outcome, DropReason> {
         let hostname = self.hostname_for(req, &cid);
-        let bytes = self.encode(req, link, MessageType::Ack, req.ciaddr, ip, Some(self.cfg.lease_secs), hostname.as_deref())?;
+        let bytes = self.encode(
+            req,
+            link,
+            MessageType::Ack,
+            req.ciaddr,
+            ip,
+            Some(self.cfg.lease_secs),
+            hostname.as_deref(),
+        )?;
         let mut out = Outcome::default();
         // Another client holding this address can only be one sharing our MAC's static address: it loses it.
         if let Some(other) = self.owner.get(&ip).filter(|o| **o != cid).cloned() {
             self.remove_offer(&other);
             if let Some(l) = self.remove_lease(&other) {
-                out.records.push(Record::Released { client_id: l.client_id.clone(), ip: l.ip });
+                out.records.push(Record::Released {
+                    client_id: l.client_id.clone(),
+                    ip: l.ip,
+                });
                 out.events.push(LeaseEvent::Released(l));
             }
         }
         self.remove_offer(&cid);
         let previous = self.remove_lease(&cid);
         self.take_from_pool(ip);
-        let lease = Lease { client_id: cid, mac: req.mac, ip, hostname, expires: now + u64::from(self.cfg.lease_secs) };
-        self.previous.remove(&lease.client_id);
+        let lease = Lease {
+            client_id: cid,
+            mac: req.mac,
+            ip,
+            hostname,
+            expires: now + u64::from(self.cfg.lease_secs),
+        };
+        self.forget_previous(&lease.client_id);
         self.insert_lease(lease.clone());
         out.records.push(Record::Bound(lease.clone()));
         out.events.push(match previous {
@@ -608,12 +706,27 @@ impl Server {
     }
 
     fn nak(&mut self, req: &Request<'_>, link: usize, why: &str) -> Result<Outcome, DropReason> {
-        let bytes = self.encode(req, link, MessageType::Nak, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, None, Some(why))?;
+        let bytes = self.encode(
+            req,
+            link,
+            MessageType::Nak,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            None,
+            Some(why),
+        )?;
         let to = match req.giaddr {
             g if g.is_unspecified() => Destination::Broadcast,
             g => Destination::Unicast(SocketAddrV4::new(g, SERVER_PORT)),
         };
-        Ok(Outcome { reply: Some(Reply { bytes, to, kind: MessageType::Nak }), ..Outcome::default() })
+        Ok(Outcome {
+            reply: Some(Reply {
+                bytes,
+                to,
+                kind: MessageType::Nak,
+            }),
+            ..Outcome::default()
+        })
     }
 
     fn decline(&mut self, req: &Request<'_>, cid: Vec<u8>, now: u64) -> Result<Outcome, DropReason> {
@@ -635,10 +748,13 @@ impl Server {
         if self.leases.get(&cid).is_some_and(|l| l.ip == ip)
             && let Some(l) = self.remove_lease(&cid)
         {
-            out.records.push(Record::Released { client_id: l.client_id.clone(), ip });
+            out.records.push(Record::Released {
+                client_id: l.client_id.clone(),
+                ip,
+            });
             out.events.push(LeaseEvent::Released(l));
         }
-        self.previous.remove(&cid);
+        self.forget_previous(&cid);
         out.records.push(Record::Declined { ip, until });
         Ok(out)
     }
@@ -647,20 +763,37 @@ impl Server {
         if req.server_id.is_some_and(|s| s != self.cfg.server_ip) {
             return Err(DropReason::NotForUs);
         }
-        if !self.leases.get(&cid).is_some_and(|l| l.ip == req.ciaddr) {
+        if self.leases.get(&cid).is_none_or(|l| l.ip != req.ciaddr) {
             return Err(DropReason::UnknownLease);
         }
         let l = self.remove_lease(&cid).ok_or(DropReason::UnknownLease)?;
         Ok(Outcome {
             reply: None,
-            records: vec![Record::Released { client_id: l.client_id.clone(), ip: l.ip }],
+            records: vec![Record::Released {
+                client_id: l.client_id.clone(),
+                ip: l.ip,
+            }],
             events: vec![LeaseEvent::Released(l)],
         })
     }
 
-    fn inform(&mut self, req: &Request<'_>, link: usize, from: SocketAddrV4, cid: &[u8]) -> Result<Outcome, DropReason> {
+    fn inform(
+        &mut self,
+        req: &Request<'_>,
+        link: usize,
+        from: SocketAddrV4,
+        cid: &[u8],
+    ) -> Result<Outcome, DropReason> {
         let hostname = self.leases.get(cid).and_then(|l| l.hostname.clone());
-        let bytes = self.encode(req, link, MessageType::Ack, req.ciaddr, Ipv4Addr::UNSPECIFIED, None, hostname.as_deref())?;
+        let bytes = self.encode(
+            req,
+            link,
+            MessageType::Ack,
+            req.ciaddr,
+            Ipv4Addr::UNSPECIFIED,
+            None,
+            hostname.as_deref(),
+        )?;
         // RFC 2131 4.3.5: straight to ciaddr (through the relay if relayed); if a client left ciaddr empty, to the
         // packet's source address, else broadcast.
         let to = if !req.giaddr.is_unspecified() {
@@ -672,7 +805,14 @@ impl Server {
         } else {
             Destination::Broadcast
         };
-        Ok(Outcome { reply: Some(Reply { bytes, to, kind: MessageType::Ack }), ..Outcome::default() })
+        Ok(Outcome {
+            reply: Some(Reply {
+                bytes,
+                to,
+                kind: MessageType::Ack,
+            }),
+            ..Outcome::default()
+        })
     }
 
     /// Destination of an OFFER/ACK (RFC 2131 4.1).
@@ -684,7 +824,10 @@ impl Server {
         } else if req.broadcast_flag() || yiaddr.is_unspecified() {
             Destination::Broadcast
         } else {
-            Destination::Hardware { ip: yiaddr, mac: req.mac }
+            Destination::Hardware {
+                ip: yiaddr,
+                mac: req.mac,
+            }
         };
         Reply { bytes, to, kind }
     }
@@ -702,15 +845,39 @@ impl Server {
     ) -> Result<Vec<u8>, DropReason> {
         let pool = &self.pools[link];
         // A relay pool without a configured router: the relay's address, from this packet or the last one seen.
-        let router = [pool.router, req.giaddr, self.relay_seen[link]].into_iter().find(|r| !r.is_unspecified());
-        let (hostname, message) = if kind == MessageType::Nak { (None, text) } else { (text, None) };
-        options::encode(&self.cfg, pool.subnet, router, req, ReplySpec { kind, ciaddr, yiaddr, lease_secs, hostname, message })
+        let router = [pool.router, req.giaddr, self.relay_seen[link]]
+            .into_iter()
+            .find(|r| !r.is_unspecified());
+        let (hostname, message) = if kind == MessageType::Nak {
+            (None, text)
+        } else {
+            (text, None)
+        };
+        options::encode(
+            &self.cfg,
+            pool.subnet,
+            router,
+            req,
+            ReplySpec {
+                kind,
+                ciaddr,
+                yiaddr,
+                lease_secs,
+                hostname,
+                message,
+            },
+        )
     }
 
     /// The name a lease gets: the static lease's, else what the client sends now (FQDN first, RFC 4702), else
     /// what it sent before.
     fn hostname_for(&self, req: &Request<'_>, cid: &[u8]) -> Option<String> {
-        if let Some(h) = self.statics.get(&req.mac).and_then(|s| s.hostname.as_deref()).and_then(|h| hostname::sanitize(h.as_bytes())) {
+        if let Some(h) = self
+            .statics
+            .get(&req.mac)
+            .and_then(|s| s.hostname.as_deref())
+            .and_then(|h| hostname::sanitize(h.as_bytes()))
+        {
             return Some(h);
         }
         req.fqdn
@@ -721,7 +888,9 @@ impl Server {
     }
 
     fn static_for(&self, mac: &[u8; 6], link: usize) -> Option<&StaticLease> {
-        self.statics.get(mac).filter(|s| self.pools[link].subnet.contains(&s.ip))
+        self.statics
+            .get(mac)
+            .filter(|s| self.pools[link].subnet.contains(&s.ip))
     }
 
     /// The pool whose dynamic range holds `ip`.
@@ -730,7 +899,10 @@ impl Server {
             return Some(i);
         }
         // Static addresses outside the ranges still belong to a subnet.
-        self.static_ips.contains(&ip).then(|| self.pools.iter().position(|p| p.subnet.contains(&ip))).flatten()
+        self.static_ips
+            .contains(&ip)
+            .then(|| self.pools.iter().position(|p| p.subnet.contains(&ip)))
+            .flatten()
     }
 
     fn take_from_pool(&mut self, ip: Ipv4Addr) {
@@ -789,13 +961,17 @@ impl Server {
     }
 
     fn remember_previous(&mut self, cid: Vec<u8>, ip: Ipv4Addr) {
-        // Bounded: past a few times the address space, keep only hints that can still be honoured.
-        let cap = 4 * self.pools.iter().map(Pool::size).sum::<usize>() + 1024;
-        if self.previous.len() >= cap {
-            let pools = &self.pools;
-            self.previous.retain(|_, ip| pools.iter().any(|p| p.is_free(*ip)));
+        self.forget_previous(&cid);
+        if let Some(old) = self.previous_by_ip.insert(ip, cid.clone()) {
+            self.previous.remove(&old);
         }
         self.previous.insert(cid, ip);
+    }
+
+    fn forget_previous(&mut self, cid: &[u8]) {
+        if let Some(ip) = self.previous.remove(cid) {
+            self.previous_by_ip.remove(&ip);
+        }
     }
 
     /// Clears timed-out offers and quarantines.
@@ -825,3 +1001,46 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+impl Server {
+    /// Checks the cross-structure invariants (tests only).
+    pub(crate) fn check_invariants(&self) {
+        let free = |ip: Ipv4Addr| self.pools.iter().any(|p| p.is_free(ip));
+        for (cid, l) in &self.leases {
+            assert_eq!(&l.client_id, cid);
+            assert_eq!(self.owner.get(&l.ip), Some(cid), "lease {l:?}");
+            assert!(self.lease_expiry.contains(&(l.expires, l.ip)));
+            assert!(!free(l.ip));
+        }
+        for (cid, o) in &self.offers {
+            assert_eq!(self.owner.get(&o.ip), Some(cid));
+            assert!(self.offer_expiry.contains(&(o.until, o.ip)));
+            assert!(!free(o.ip) && !self.static_ips.contains(&o.ip));
+        }
+        for (ip, cid) in &self.owner {
+            let held =
+                self.leases.get(cid).is_some_and(|l| l.ip == *ip) || self.offers.get(cid).is_some_and(|o| o.ip == *ip);
+            assert!(held, "owner entry {ip} without lease or offer");
+        }
+        assert_eq!(self.lease_expiry.len(), self.leases.len());
+        assert_eq!(self.offer_expiry.len(), self.offers.len());
+        assert_eq!(self.decline_expiry.len(), self.declined.len());
+        assert_eq!(self.previous.len(), self.previous_by_ip.len());
+        for (i, p) in self.pools.iter().enumerate() {
+            for a in p.start..=p.end {
+                let ip = Ipv4Addr::from(a);
+                let should = p.usable(ip)
+                    && !self.owner.contains_key(&ip)
+                    && !self.declined.contains_key(&ip)
+                    && !self.static_ips.contains(&ip)
+                    && ip != self.cfg.server_ip;
+                assert_eq!(p.is_free(ip), should, "pool {i} address {ip}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
