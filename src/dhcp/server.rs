@@ -556,7 +556,7 @@ impl Server {
                 Some(o) if subnet.contains(&o.ip) => o.ip,
                 _ => self.allocate(req, link, &cid)?,
             };
-            self.set_offer(cid.clone(), ip, now + OFFER_SECS);
+            self.set_offer(cid.clone(), ip, now.saturating_add(OFFER_SECS));
             ip
         };
         let hostname = self.hostname_for(req, &cid);
@@ -692,7 +692,7 @@ impl Server {
             mac: req.mac,
             ip,
             hostname,
-            expires: now + u64::from(self.cfg.lease_secs),
+            expires: now.saturating_add(u64::from(self.cfg.lease_secs)),
         };
         self.forget_previous(&lease.client_id);
         self.insert_lease(lease.clone());
@@ -737,7 +737,7 @@ impl Server {
         if self.owner.get(&ip) != Some(&cid) {
             return Err(DropReason::UnknownLease);
         }
-        let until = now + DECLINE_SECS;
+        let until = now.saturating_add(DECLINE_SECS);
         // Quarantine first, so that giving the address up does not put it back in the pool.
         if let Some(old) = self.declined.insert(ip, until) {
             self.decline_expiry.remove(&(old, ip));

@@ -1178,3 +1178,19 @@ fn many_leases_stay_fast() {
     assert!(el.as_secs_f64() < 10.0);
     s.check_invariants();
 }
+
+#[test]
+fn extreme_clock_values_do_not_overflow() {
+    let mut s = server();
+    for now in [0, u64::MAX - 1, u64::MAX] {
+        let m = mac(now as u32 ^ 0x55);
+        let (ip, _) = dora(&mut s, m, now);
+        let dec = pkt(MessageType::Decline, m, |p| {
+            p.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
+        });
+        ok(&mut s, &dec, now);
+        let _ = s.expire(now);
+    }
+    let _ = s.expire(u64::MAX);
+    s.check_invariants();
+}
