@@ -1,3 +1,4 @@
 //! DHCPv4: a sans-IO server core, its lease store, and the socket shell around them.
 
 pub mod lease;
+pub mod store;
