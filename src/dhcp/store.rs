@@ -855,8 +855,8 @@ fn run_committer(mut store: LeaseStore, mut table: LeaseTable, rx: mpsc::Receive
         if let Err(e) = &res
             && store.is_poisoned()
         {
+            // No pruning here: every record of this batch must be in the snapshot before its submitter hears Ok.
             warn!("{e:#}; rewriting the lease log from memory");
-            table.prune(unix_now(), EXPIRED_LEASE_RETENTION_SECS);
             res = store.rewrite(&table.leases(), &table.declined());
             if res.is_ok() {
                 shared.compactions.fetch_add(1, Ordering::Relaxed);
@@ -1432,6 +1432,83 @@ mod tests {
         let (_tx, rx) = oneshot::channel::<Result<(), String>>();
         drop(_tx);
         assert!(Durable { rx }.wait().unwrap_err().to_string().contains("stopped"));
+    }
+
+    /// Measurement, not a check: group-commit throughput on this disk. Each submission is one Bound record (one
+    /// DHCPACK), awaited before the submitter sends the next one, like a server with that many exchanges in flight.
+    /// `cargo test --release --lib dhcp::store::tests::measure_group_commit -- --ignored --nocapture`
+    /// (GK_MEASURE_SECS=N sets the seconds per case, default 3).
+    #[test]
+    #[ignore = "measurement; run in release with --nocapture"]
+    fn measure_group_commit() {
+        let secs: f64 = std::env::var("GK_MEASURE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+        println!(
+            "{:>7} {:>10} {:>12} {:>11} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9}",
+            "held", "submitters", "records/s", "fsyncs/s", "rec/sync", "p50 us", "p99 us", "max us", "compact", "log KiB"
+        );
+        for held in std::env::var("GK_MEASURE_HELD").map(|s| s.split(",").map(|x| x.parse().unwrap()).collect()).unwrap_or(vec![0u32, 10_000]) {
+            for submitters in [1u32, 8, 64, 256] {
+                let d = TempDir::new("measure");
+                if held > 0 {
+                    let (mut s, _) = LeaseStore::open(&d.0, 0).unwrap();
+                    for n in 0..held {
+                        s.append(&Record::Bound(lease(n)));
+                    }
+                    s.commit().unwrap();
+                }
+                let t_open = Instant::now();
+                let (s, l) = LeaseStore::open(&d.0, 0).unwrap();
+                let open_ms = t_open.elapsed().as_secs_f64() * 1e3;
+                assert_eq!(l.leases.len() as u32, held);
+                let c = Arc::new(Committer::start(s, &l).unwrap());
+                let deadline = Instant::now() + Duration::from_secs_f64(secs);
+                let t0 = Instant::now();
+                let lat: Vec<u32> = rt().block_on(async {
+                    let hs: Vec<_> = (0..submitters)
+                        .map(|t| {
+                            let c = c.clone();
+                            tokio::spawn(async move {
+                                let mut lat = Vec::new();
+                                let mut i = 0u32;
+                                while Instant::now() < deadline {
+                                    // Renewals of the held leases, or new clients when none are held.
+                                    let n = if held > 0 { (t * 7919 + i) % held } else { 1_000_000 + t * 1_000_000 + i };
+                                    let mut l = lease(n);
+                                    l.expires += i as u64;
+                                    let s = Instant::now();
+                                    c.submit(vec![Record::Bound(l)]).await.unwrap();
+                                    lat.push(s.elapsed().as_micros() as u32);
+                                    i += 1;
+                                }
+                                lat
+                            })
+                        })
+                        .collect();
+                    let mut all = Vec::new();
+                    for h in hs {
+                        all.extend(h.await.unwrap());
+                    }
+                    all
+                });
+                let el = t0.elapsed().as_secs_f64();
+                let st = c.stats();
+                let mut lat = lat;
+                lat.sort_unstable();
+                let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+                println!(
+                    "{held:>7} {submitters:>10} {:>12.0} {:>11.0} {:>9.1} {:>9} {:>9} {:>9} {:>6} {:>9}   (open {open_ms:.1} ms)",
+                    st.records as f64 / el,
+                    st.commits as f64 / el,
+                    st.records as f64 / st.commits.max(1) as f64,
+                    pct(0.5),
+                    pct(0.99),
+                    lat[lat.len() - 1],
+                    st.compactions,
+                    st.log_bytes / 1024
+                );
+                Arc::into_inner(c).unwrap().shutdown().unwrap();
+            }
+        }
     }
 
     const KILL_DIR_ENV: &str = "GK_STORE_KILL_CHILD_DIR";
