@@ -58,15 +58,19 @@ pub async fn run(config: Config) -> Result<()> {
     let ctx = Context { shutdown: CancellationToken::new(), config, lan: lan.plan.clone() };
     // Subsystems (DHCP, DNS, NAT, web) are spawned here, each stopping when `ctx.shutdown` is cancelled.
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    let (lease_events, _) = tokio::sync::broadcast::channel(1024);
+    tasks.spawn(crate::dhcp::shell::serve(ctx.clone(), lease_events.clone()));
     tasks.spawn(crate::web::serve(ctx.clone()));
 
+    // A subsystem that fails ends the program (after teardown) with its error, so a supervisor restarts it.
+    let mut failure = None;
     let reason = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
         Some(done) = tasks.join_next() => match done {
             Ok(Ok(())) => "a subsystem stopped",
-            Ok(Err(e)) => { warn!("a subsystem failed: {e:#}"); "a subsystem failed" }
-            Err(e) => { warn!("a subsystem panicked: {e}"); "a subsystem panicked" }
+            Ok(Err(e)) => { failure = Some(e); "a subsystem failed" }
+            Err(e) => { failure = Some(anyhow::anyhow!("a subsystem panicked: {e}")); "a subsystem panicked" }
         },
     };
     info!("{reason}: shutting down");
@@ -77,5 +81,8 @@ pub async fn run(config: Config) -> Result<()> {
     }
     lan.teardown(&nl).await?;
     info!("network restored; bye");
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

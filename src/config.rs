@@ -2,6 +2,9 @@
 //! the original project), then command-line flags. Later sources override earlier ones field by field.
 //! Every bad value is rejected with an error that names the value and says what is expected.
 
+use crate::dhcp::ethers::parse_mac;
+use crate::dhcp::lease::StaticLease;
+use crate::dhcp::server::RelayPool;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -33,6 +36,35 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub web_port: u16,
     pub port_forwards: Vec<PortForward>,
+    pub dhcp: DhcpSettings,
+}
+
+/// The `[dhcp]` section; what it leaves out is derived from the LAN subnet when the LAN is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpSettings {
+    /// Dynamic range, inclusive; `None`: the larger side of the subnet around the router.
+    pub range: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// Lease time in seconds; `None`: 12 hours.
+    pub lease_secs: Option<u32>,
+    pub static_leases: Vec<StaticLease>,
+    /// `/etc/ethers`-style static leases, host names resolved through `hosts`; a missing file is fine.
+    pub ethers: PathBuf,
+    pub hosts: PathBuf,
+    /// Subnets served through DHCP relays.
+    pub relays: Vec<RelayPool>,
+}
+
+impl Default for DhcpSettings {
+    fn default() -> Self {
+        DhcpSettings {
+            range: None,
+            lease_secs: None,
+            static_leases: Vec::new(),
+            ethers: PathBuf::from("/etc/ethers"),
+            hosts: PathBuf::from("/etc/hosts"),
+            relays: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -184,6 +216,89 @@ pub struct FileConfig {
     pub web_port: Option<u16>,
     #[serde(default)]
     pub forward: Vec<FileForward>,
+    pub dhcp: Option<FileDhcp>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileDhcp {
+    /// `["10.0.0.100", "10.0.0.200"]`
+    pub range: Option<[Ipv4Addr; 2]>,
+    /// Seconds.
+    pub lease_time: Option<u32>,
+    pub ethers: Option<PathBuf>,
+    pub hosts: Option<PathBuf>,
+    #[serde(default, rename = "static")]
+    pub statics: Vec<FileStatic>,
+    #[serde(default)]
+    pub relay: Vec<FileRelay>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileStatic {
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileRelay {
+    pub subnet: String,
+    pub range: Option<[Ipv4Addr; 2]>,
+    pub router: Option<Ipv4Addr>,
+}
+
+impl FileDhcp {
+    fn settings(&self) -> Result<DhcpSettings, ConfigError> {
+        let mut out = DhcpSettings {
+            range: self.range.map(|[a, b]| (a, b)),
+            lease_secs: self.lease_time,
+            ..Default::default()
+        };
+        if let Some(p) = &self.ethers {
+            out.ethers = p.clone();
+        }
+        if let Some(p) = &self.hosts {
+            out.hosts = p.clone();
+        }
+        for s in &self.statics {
+            let mac = parse_mac(&s.mac).ok_or_else(|| {
+                ConfigError(format!(
+                    "config file [[dhcp.static]]: {:?} is not a MAC address; expected six hex pairs like \
+                     aa:bb:cc:dd:ee:ff",
+                    s.mac
+                ))
+            })?;
+            let hostname = match &s.name {
+                Some(n) => Some(crate::dhcp::hostname::sanitize(n.as_bytes()).ok_or_else(|| {
+                    ConfigError(format!("config file [[dhcp.static]]: {n:?} is not a usable host name"))
+                })?),
+                None => None,
+            };
+            out.static_leases.push(StaticLease { mac, ip: s.ip, hostname });
+        }
+        for r in &self.relay {
+            let subnet: Ipv4Net = r.subnet.parse().map_err(|_| {
+                ConfigError(format!(
+                    "config file [[dhcp.relay]]: subnet {:?} is not an IPv4 CIDR; expected e.g. 10.77.0.0/16",
+                    r.subnet
+                ))
+            })?;
+            let subnet = subnet.trunc();
+            let range = match r.range {
+                Some([a, b]) => (a, b),
+                None => {
+                    let first = u32::from(subnet.network()) + 1;
+                    let last = u32::from(subnet.broadcast()).saturating_sub(1).max(first);
+                    (first.into(), last.into())
+                }
+            };
+            out.relays.push(RelayPool { subnet, range, router: r.router });
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -313,7 +428,12 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
     port_forwards.retain(|f| seen.insert(*f));
     check_forward_conflicts(&port_forwards)?;
 
-    Ok(Config { lan, wan, subnet, state_dir, web_port, port_forwards })
+    let dhcp = match &file.dhcp {
+        Some(d) => d.settings()?,
+        None => DhcpSettings::default(),
+    };
+
+    Ok(Config { lan, wan, subnet, state_dir, web_port, port_forwards, dhcp })
 }
 
 #[cfg(test)]
@@ -488,6 +608,35 @@ mod tests {
         assert_eq!(c.port_forwards[1].external_port, 2222);
         assert_eq!(c.port_forwards[1].protocols, Protocols::Tcp);
         assert_eq!(c.port_forwards[2].internal, "10.0.0.7:51820".parse().unwrap());
+    }
+
+    #[test]
+    fn dhcp_section() {
+        let f = file(
+            r#"[dhcp]
+               range = ["10.0.0.100", "10.0.0.199"]
+               lease_time = 3600
+               ethers = "/nonexistent/ethers"
+               [[dhcp.static]]
+               mac = "AA-bb-cc-dd-ee-01"
+               ip = "10.0.0.50"
+               name = "Printer"
+               [[dhcp.relay]]
+               subnet = "10.77.0.0/16""#,
+        );
+        let c = resolve(Some(f), &EnvConfig::default(), &FlagConfig::default()).unwrap();
+        assert_eq!(c.dhcp.range, Some(([10, 0, 0, 100].into(), [10, 0, 0, 199].into())));
+        assert_eq!(c.dhcp.lease_secs, Some(3600));
+        assert_eq!(c.dhcp.ethers, PathBuf::from("/nonexistent/ethers"));
+        assert_eq!(c.dhcp.static_leases[0].mac, [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01]);
+        assert_eq!(c.dhcp.static_leases[0].hostname.as_deref(), Some("printer"));
+        assert_eq!(c.dhcp.relays[0].range, ([10, 77, 0, 1].into(), [10, 77, 255, 254].into()));
+
+        let bad = file("[[dhcp.static]]\nmac = \"aa:bb\"\nip = \"10.0.0.5\"");
+        let e = resolve(Some(bad), &EnvConfig::default(), &FlagConfig::default()).unwrap_err();
+        assert!(e.0.contains("\"aa:bb\"") && e.0.contains("expected"), "{e}");
+        let e = FileConfig::parse("[dhcp]\nrange = [\"10.0.0.300\", \"10.0.0.5\"]", Path::new("x")).unwrap_err();
+        assert!(e.0.contains("range"), "{e}");
     }
 
     #[test]

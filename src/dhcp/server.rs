@@ -21,7 +21,7 @@ pub const OFFER_SECS: u64 = 60;
 pub const DECLINE_SECS: u64 = 600;
 /// Home-router default lease: 12 hours.
 pub const DEFAULT_LEASE_SECS: u32 = 43_200;
-pub const MIN_LEASE_SECS: u32 = 60;
+pub const MIN_LEASE_SECS: u32 = 10;
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;

@@ -1,0 +1,258 @@
+//! The DHCP socket shell: UDP port 67 on the LAN interface, the sans-IO `Server`, and the group-commit lease store.
+//!
+//! Per batch of received packets: every packet goes through `Server::handle`; replies that need no persisted record
+//! (OFFER, NAK, INFORM) leave at once; the records of the others are submitted to the committer as one batch and
+//! their replies (ACKs) leave only when that batch is fsynced. Later batches are handled while a sync is in flight,
+//! so one fsync covers everything that arrived meanwhile.
+
+use super::lease::{LeaseEvent, Record};
+use super::server::{DhcpConfig, Destination, DropReason, Reply, Server, CLIENT_PORT, SERVER_PORT};
+use super::store::{Committer, Durable, LeaseStore};
+use crate::app::Context;
+use crate::config::ConfigError;
+use anyhow::{Context as _, Result};
+use futures::stream::{FuturesOrdered, StreamExt};
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::broadcast;
+use tracing::{error, info, warn};
+
+const BATCH: usize = 256;
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The server configuration from the LAN plan and the `[dhcp]` settings (plus /etc/ethers).
+pub fn server_config(ctx: &Context) -> Result<DhcpConfig, ConfigError> {
+    let settings = &ctx.config.dhcp;
+    let mut cfg = DhcpConfig::new(ctx.lan.router, ctx.lan.subnet);
+    if let Some(r) = settings.range {
+        cfg.range = r;
+    }
+    if let Some(l) = settings.lease_secs {
+        cfg.lease_secs = l;
+    }
+    cfg.static_leases = settings.static_leases.clone();
+    let (from_ethers, warnings) = super::ethers::read_static_leases(&settings.ethers, &settings.hosts);
+    for w in warnings {
+        warn!("{}: {w}", settings.ethers.display());
+    }
+    for s in from_ethers {
+        // The config file wins over /etc/ethers for the same MAC or address.
+        if !cfg.static_leases.iter().any(|c| c.mac == s.mac || c.ip == s.ip) {
+            cfg.static_leases.push(s);
+        }
+    }
+    cfg.relay_pools = settings.relays.clone();
+    cfg.validate().map_err(|e| ConfigError(format!("DHCP: {e}")))?;
+    Ok(cfg)
+}
+
+fn bind(ifname: &str) -> Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    // Only the LAN: broadcasts from the WAN never reach this socket.
+    s.bind_device(Some(ifname.as_bytes())).with_context(|| format!("cannot bind the DHCP socket to {ifname}"))?;
+    let size: libc::c_int = 4 << 20;
+    // SAFETY: setsockopt with a c_int on our own socket. As root SO_RCVBUFFORCE passes net.core.rmem_max.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &size as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVER_PORT).into())
+        .context("cannot listen on UDP port 67 (is another DHCP server running?)")?;
+    Ok(UdpSocket::from_std(s.into())?)
+}
+
+/// Puts `ip -> mac` in the ARP table, so a unicast reply reaches a client that has no address yet (RFC 2131 4.1).
+fn set_arp(sock: &UdpSocket, ifname: &str, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
+    // SAFETY: arpreq is plain old data; zeroed is a valid value.
+    let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
+    let pa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in fits in sockaddr (both 16 bytes).
+    req.arp_pa = unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(pa) };
+    req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+    for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac) {
+        *d = s as libc::c_char;
+    }
+    req.arp_flags = libc::ATF_COM;
+    for (d, s) in req.arp_dev.iter_mut().zip(ifname.bytes().take(15)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCSARP with a fully initialised arpreq on our socket.
+    unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSARP, &req) == 0 }
+}
+
+struct Shell {
+    sock: UdpSocket,
+    ifname: String,
+    events: broadcast::Sender<LeaseEvent>,
+    arp_failures: u64,
+    send_failures: u64,
+}
+
+impl Shell {
+    async fn send(&mut self, reply: Reply) {
+        let to = match reply.to {
+            Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
+            Destination::Unicast(a) => a,
+            Destination::Hardware { ip, mac } => {
+                if set_arp(&self.sock, &self.ifname, ip, mac) {
+                    SocketAddrV4::new(ip, CLIENT_PORT)
+                } else {
+                    self.arp_failures += 1;
+                    SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
+                }
+            }
+        };
+        if let Err(e) = self.sock.send_to(&reply.bytes, to).await {
+            self.send_failures += 1;
+            if self.send_failures == 1 {
+                warn!("sending a DHCP reply to {to} failed: {e} (further failures are counted)");
+            }
+        }
+    }
+
+    fn publish(&self, events: Vec<LeaseEvent>) {
+        for e in events {
+            // No receiver yet is fine.
+            let _ = self.events.send(e);
+        }
+    }
+}
+
+type Held = Vec<(Option<Reply>, Vec<LeaseEvent>)>;
+
+/// Replies and events held back until their records are durable. One function, so one future type for the queue.
+async fn after_sync(durable: Durable, held: Held) -> (Result<()>, Held) {
+    (durable.await, held)
+}
+
+pub async fn serve(ctx: Context, events: broadcast::Sender<LeaseEvent>) -> Result<()> {
+    let cfg = server_config(&ctx)?;
+    let now = unix_now();
+    let (store, loaded) = LeaseStore::open(&ctx.config.state_dir, now)?;
+    if loaded.torn_bytes_dropped > 0 {
+        warn!(bytes = loaded.torn_bytes_dropped, "the lease log ended in a torn write (a crash mid-write); ignored it");
+    }
+    let committer = Committer::start(store, &loaded)?;
+    let mut server = Server::new(cfg, loaded.leases, loaded.declined, now).map_err(|e| ConfigError(e.0))?;
+    let ifname = ctx.lan.lan_interface().to_owned();
+    let sock = bind(&ifname)?;
+    info!(
+        interface = %ifname,
+        leases = server.leases().count(),
+        free = server.free_addresses(),
+        range = %format!("{}-{}", server.config().range.0, server.config().range.1),
+        "DHCP server ready"
+    );
+    let mut shell = Shell { sock, ifname, events, arp_failures: 0, send_failures: 0 };
+    let mut waiting = FuturesOrdered::new();
+    let mut buf = vec![0u8; 4096];
+    let mut reported: HashSet<DropReason> = HashSet::new();
+    let mut last_report = tokio::time::Instant::now();
+    let mut last_totals: Vec<(DropReason, u64)> = Vec::new();
+
+    loop {
+        // Expired leases: persisted as released, published as expired.
+        let now = unix_now();
+        let expired = server.expire(now);
+        if !expired.is_empty() {
+            let (records, evs): (Vec<Record>, Vec<LeaseEvent>) = expired.into_iter().unzip();
+            waiting.push_back(after_sync(committer.submit(records), vec![(None, evs)]));
+        }
+        let until_expiry = server.next_expiry().map_or(Duration::from_secs(3600), |t| {
+            Duration::from_secs(t.saturating_sub(now)).max(Duration::from_millis(100))
+        });
+
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            ready = shell.sock.readable() => {
+                ready?;
+                let now = unix_now();
+                let mut records = Vec::new();
+                let mut held = Vec::new();
+                for _ in 0..BATCH {
+                    let (n, from) = match shell.sock.try_recv_from(&mut buf) {
+                        Ok(r) => r,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => { warn!("DHCP receive failed: {e}"); break }
+                    };
+                    let SocketAddr::V4(from) = from else { continue };
+                    match server.handle(&buf[..n], from, now) {
+                        Ok(out) if out.records.is_empty() => {
+                            if let Some(r) = out.reply { shell.send(r).await; }
+                            shell.publish(out.events);
+                        }
+                        Ok(out) => {
+                            records.extend(out.records);
+                            held.push((out.reply, out.events));
+                        }
+                        Err(reason) => {
+                            if reported.insert(reason) {
+                                warn!(%reason, %from, "dropped a DHCP packet (each reason is logged once; totals every minute)");
+                            }
+                        }
+                    }
+                }
+                if !records.is_empty() {
+                    waiting.push_back(after_sync(committer.submit(records), held));
+                }
+            }
+            Some((result, held)) = waiting.next() => {
+                match result {
+                    Ok(()) => for (reply, evs) in held {
+                        if let Some(r) = reply { shell.send(r).await; }
+                        shell.publish(evs);
+                    },
+                    Err(e) => error!("leases could not be stored, their ACKs are withheld: {e:#}"),
+                }
+            }
+            _ = tokio::time::sleep(until_expiry) => {}
+        }
+
+        if last_report.elapsed() >= DROP_REPORT_EVERY {
+            last_report = tokio::time::Instant::now();
+            let totals: Vec<(DropReason, u64)> = server.stats().drops().collect();
+            if totals != last_totals {
+                let summary: Vec<String> = totals.iter().map(|(r, n)| format!("{r}={n}")).collect();
+                info!(arp_failures = shell.arp_failures, send_failures = shell.send_failures,
+                      "DHCP drops so far: {}", summary.join(" "));
+                last_totals = totals;
+            }
+        }
+    }
+    // Whatever was acknowledged is already durable; wait for in-flight syncs, then stop the store thread.
+    while let Some((result, held)) = waiting.next().await {
+        if result.is_ok() {
+            for (reply, evs) in held {
+                if let Some(r) = reply {
+                    shell.send(r).await;
+                }
+                shell.publish(evs);
+            }
+        }
+    }
+    committer.shutdown()?;
+    info!("DHCP server stopped");
+    Ok(())
+}
+
