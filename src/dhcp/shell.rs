@@ -18,7 +18,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 const BATCH: usize = 256;
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -133,6 +133,7 @@ impl Shell {
 
     fn publish(&self, events: Vec<LeaseEvent>) {
         for e in events {
+            debug!(event = ?e, "lease");
             // No receiver yet is fine.
             let _ = self.events.send(e);
         }

@@ -12,8 +12,10 @@
 //! ```
 
 pub mod cli;
+mod clients;
 mod proc;
 
+pub use clients::{field, ClientRun, DhcpClient};
 pub use proc::Proc;
 
 use anyhow::{bail, Context, Result};
@@ -264,6 +266,28 @@ impl Lab {
         let mut c = self.cmd(ns, args[0]);
         c.args(&args[1..]);
         sh(&mut c)
+    }
+
+    /// Runs `f` on a thread inside namespace `ns` (sockets it opens live there), and returns its result.
+    pub fn in_netns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let path = Path::new("/run/netns").join(ns);
+        std::thread::spawn(move || -> Result<T> {
+            let file = fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread in {ns} panicked"))?
+    }
+
+    /// The MAC address of `eth0` in LAN client `i`.
+    pub fn client_mac(&self, i: usize) -> Result<String> {
+        let out = ip(&["-n", &self.client(i), "-o", "link", "show", "eth0"])?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(str::to_owned)
+            .context("no MAC on eth0")
     }
 
     /// Starts the gateway binary in `gw`; its log goes to `<lab dir>/<log_name>`.

@@ -1,0 +1,146 @@
+//! End-to-end DHCP with real clients (dhclient, udhcpc, dhcpcd) against the gateway in a lab.
+
+mod common;
+
+use common::*;
+use dhcproto::v4::{DhcpOption, MessageType};
+use gatekeeper::lab::{field, DhcpClient, Lab};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+const BIND: Duration = Duration::from_secs(30);
+
+fn start(lab: &Lab, config: &str) -> gatekeeper::lab::Proc {
+    let cfg = config_file(lab, "gatekeeper.toml", config);
+    let state = state_dir(lab, "state");
+    start_ready(lab, &["--state-dir", state.to_str().unwrap(), "--config", cfg.to_str().unwrap()], "gw.log")
+}
+
+fn wait_log(gw: &mut gatekeeper::lab::Proc, needle: &str) {
+    gw.wait_for_log(needle, Duration::from_secs(20)).unwrap();
+}
+
+#[test]
+fn dhclient_udhcpc_and_dhcpcd_bind_renew_and_release() {
+    let lab = lab(3);
+    // Short leases so that dhclient renews on its own (T1 = 10 s) within the test.
+    let mut gw = start(&lab, "[dhcp]\nlease_time = 20\n");
+    wait_log(&mut gw, "DHCP server ready");
+    let mut clients = vec![
+        lab.dhcp_client(1, DhcpClient::Dhclient, Some("laptop")).unwrap(),
+        lab.dhcp_client(2, DhcpClient::Udhcpc, Some("phone")).unwrap(),
+        lab.dhcp_client(3, DhcpClient::Dhcpcd, Some("tablet")).unwrap(),
+    ];
+    let mut ips = Vec::new();
+    for c in &mut clients {
+        let bound = c.wait_event(0, &["BOUND", "bound"], BIND).unwrap();
+        let ip: Ipv4Addr = field(&bound, "ip").unwrap().parse().unwrap();
+        assert!(ip.octets()[..3] == [10, 0, 0] && ip.octets()[3] > 1, "{}: {bound}", c.kind.name());
+        assert_eq!(field(&bound, "router"), Some("10.0.0.1"), "{}: {bound}", c.kind.name());
+        assert_eq!(field(&bound, "dns"), Some("10.0.0.1"), "{}: {bound}", c.kind.name());
+        assert_eq!(field(&bound, "domain"), Some("lan"), "{}: {bound}", c.kind.name());
+        assert_eq!(field(&bound, "lease"), Some("20"), "{}: {bound}", c.kind.name());
+        ips.push(ip);
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "every client gets its own address: {ips:?}");
+    // The addresses work: each device reaches the router.
+    for i in 1..=3 {
+        lab.run(&lab.client(i), &["ping", "-c1", "-W2", "10.0.0.1"]).unwrap();
+    }
+    // Host names reach the server (the DNS issue serves them as NAME.lan).
+    for name in ["laptop", "phone", "tablet"] {
+        wait_log(&mut gw, &format!("hostname: Some(\"{name}\")"));
+    }
+
+    // Renewal: asked for (udhcpc, dhcpcd) or at T1 (dhclient); the address stays.
+    for c in &mut clients {
+        let seen = c.event_count();
+        let before = c.events().lines().last().and_then(|l| field(l, "ip").map(str::to_owned));
+        c.renew();
+        let renewed = c.wait_event(seen, &["RENEW", "renew"], Duration::from_secs(25)).unwrap();
+        assert_eq!(field(&renewed, "ip").map(str::to_owned), before, "{}: {renewed}", c.kind.name());
+    }
+    assert!(gw.log().matches("Renewed(").count() >= 3, "{}", gw.log());
+
+    // Release: the server frees each lease.
+    for c in &mut clients {
+        c.release(&lab).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.log().matches("Released(").count() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gw.log().matches("Released(").count(), 3, "{}", gw.log());
+    assert!(gw.terminate(Duration::from_secs(10)).unwrap().success(), "{}", gw.log());
+}
+
+#[test]
+fn static_lease_from_the_config_file_is_honoured() {
+    let lab = lab(2);
+    let mac = lab.client_mac(1).unwrap();
+    let mut gw = start(
+        &lab,
+        &format!("[[dhcp.static]]\nmac = \"{mac}\"\nip = \"10.0.0.77\"\nname = \"printer\"\n"),
+    );
+    wait_log(&mut gw, "DHCP server ready");
+    let mut owner = lab.dhcp_client(1, DhcpClient::Udhcpc, None).unwrap();
+    let mut other = lab.dhcp_client(2, DhcpClient::Udhcpc, None).unwrap();
+    let bound = owner.wait_event(0, &["bound"], BIND).unwrap();
+    assert_eq!(field(&bound, "ip"), Some("10.0.0.77"), "{bound}");
+    let bound = other.wait_event(0, &["bound"], BIND).unwrap();
+    assert_ne!(field(&bound, "ip"), Some("10.0.0.77"), "{bound}");
+    assert!(gw.log().contains("hostname: Some(\"printer\")"), "{}", gw.log());
+}
+
+#[test]
+fn clients_keep_their_address_after_kill_9_and_restart() {
+    let lab = lab(2);
+    let config = "[dhcp]\nlease_time = 600\n";
+    let mut gw = start(&lab, config);
+    wait_log(&mut gw, "DHCP server ready");
+    let mut renewing = lab.dhcp_client(1, DhcpClient::Udhcpc, None).unwrap();
+    let mut rebooting = lab.dhcp_client(2, DhcpClient::Dhclient, None).unwrap();
+    let ip1 = field(&renewing.wait_event(0, &["bound"], BIND).unwrap(), "ip").unwrap().to_owned();
+    let ip2 = field(&rebooting.wait_event(0, &["BOUND"], BIND).unwrap(), "ip").unwrap().to_owned();
+    // dhclient stops without releasing, like a laptop going to sleep.
+    rebooting.proc.kill9().unwrap();
+
+    gw.kill9().unwrap();
+    let mut gw = start(&lab, config);
+    wait_log(&mut gw, "DHCP server ready");
+    assert!(gw.log().contains("leases=2"), "both leases loaded: {}", gw.log());
+
+    // RENEWING (unicast, ciaddr set) gets an ACK for the same address.
+    let seen = renewing.event_count();
+    renewing.renew();
+    let renewed = renewing.wait_event(seen, &["renew"], Duration::from_secs(15)).unwrap();
+    assert_eq!(field(&renewed, "ip"), Some(ip1.as_str()), "{renewed}");
+    // INIT-REBOOT (dhclient starting again with its lease file) gets an ACK for the same address.
+    let mut again = lab.dhcp_client(2, DhcpClient::Dhclient, None).unwrap();
+    let rebooted = again.wait_event(0, &["REBOOT", "BOUND"], BIND).unwrap();
+    assert!(rebooted.starts_with("REBOOT"), "INIT-REBOOT, not a new DISCOVER: {rebooted}");
+    assert_eq!(field(&rebooted, "ip"), Some(ip2.as_str()), "{rebooted}");
+}
+
+#[test]
+fn request_for_an_address_of_another_subnet_gets_nak() {
+    let lab = lab(1);
+    let mut gw = start(&lab, "");
+    wait_log(&mut gw, "DHCP server ready");
+    let reply = lab
+        .in_netns(&lab.client(1), || {
+            let s = dhcp::client_socket();
+            // INIT-REBOOT: no server id, ciaddr 0, the address remembered from another network.
+            let p = dhcp::packet(MessageType::Request, [2, 0, 0, 0, 0, 9], |m| {
+                m.set_xid(0x5eed);
+                m.opts_mut().insert(DhcpOption::RequestedIpAddress([192, 168, 99, 50].into()));
+            });
+            dhcp::send(&s, &p);
+            dhcp::recv(&s, 0x5eed)
+        })
+        .unwrap()
+        .expect("a reply");
+    assert_eq!(dhcp::kind(&reply), Some(MessageType::Nak));
+}
