@@ -144,3 +144,88 @@ fn request_for_an_address_of_another_subnet_gets_nak() {
         .expect("a reply");
     assert_eq!(dhcp::kind(&reply), Some(MessageType::Nak));
 }
+
+/// A valid DISCOVER whose bytes are then damaged one way or another.
+fn discover(mac: [u8; 6]) -> Vec<u8> {
+    dhcp::packet(MessageType::Discover, mac, |_| {})
+}
+
+/// Appends raw options before the END option.
+fn with_raw_options(mut p: Vec<u8>, raw: &[u8]) -> Vec<u8> {
+    let end = p.iter().rposition(|b| *b == 255).unwrap();
+    p.truncate(end);
+    p.extend_from_slice(raw);
+    p.push(255);
+    p
+}
+
+#[test]
+fn bad_packets_and_a_discover_flood_leave_existing_leases_alone() {
+    let lab = lab(2);
+    let mut gw = start(&lab, "[dhcp]\nlease_time = 600\n");
+    wait_log(&mut gw, "DHCP server ready");
+    let mut client = lab.dhcp_client(1, DhcpClient::Udhcpc, None).unwrap();
+    let ip = field(&client.wait_event(0, &["bound"], BIND).unwrap(), "ip").unwrap().to_owned();
+
+    lab.in_netns(&lab.client(2), || {
+        let s = dhcp::client_socket();
+        let mac = [2, 0, 0, 0, 0xbb, 1];
+        let good = discover(mac);
+        let mut bad: Vec<Vec<u8>> = vec![vec![0u8; 10], good[..239].to_vec(), good[..100].to_vec()];
+        for (offset, value) in [(0usize, 2u8), (1, 6), (2, 16), (2, 0)] {
+            let mut p = good.clone();
+            p[offset] = value;
+            bad.push(p);
+        }
+        let z = Ipv4Addr::UNSPECIFIED;
+        bad.push(dhcproto::Encodable::to_vec(&dhcproto::v4::Message::new(z, z, z, z, &mac)).unwrap());
+        // Option overload claiming the file and sname fields, which hold garbage.
+        let mut overload = with_raw_options(good.clone(), &[52, 1, 3]);
+        overload[44..236].fill(0xee);
+        bad.push(overload);
+        // Client identifiers over 255 bytes in all (option 61 may repeat, RFC 3396).
+        let mut cid = vec![61, 255];
+        cid.extend(std::iter::repeat_n(7u8, 255));
+        bad.push(with_raw_options(good.clone(), &[cid.clone(), cid].concat()));
+        // An over-long host name is cut down, not fatal.
+        let mut name = vec![12, 255];
+        name.extend(std::iter::repeat_n(b'a', 255));
+        bad.push(with_raw_options(discover([2, 0, 0, 0, 0xbb, 2]), &name));
+        for p in &bad {
+            dhcp::send(&s, p);
+        }
+        // 10,000 DISCOVERs from random MACs: the pool (253 addresses) runs dry.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            dhcp::send(&s, &discover([b[0] & 0xfe | 2, b[1], b[2], b[3], b[4], b[5]]));
+        }
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(gw.try_status().is_none(), "the gateway survived: {}", gw.log());
+
+    // The existing client renews its address as before.
+    let seen = client.event_count();
+    client.renew();
+    let renewed = client.wait_event(seen, &["renew"], Duration::from_secs(15)).unwrap();
+    assert_eq!(field(&renewed, "ip"), Some(ip.as_str()), "{renewed}");
+
+    // Every drop is counted, and each reason is logged once, not per packet.
+    let api = lab.run(&lab.client(1), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/dhcp"]).unwrap();
+    let view: serde_json::Value = serde_json::from_str(&api).unwrap();
+    let counters = &view["counters"];
+    for reason in ["truncated", "not_boot_request", "bad_htype", "bad_hlen", "no_message_type", "bad_client_id"] {
+        assert!(counters[format!("dropped_{reason}")].as_u64().unwrap() >= 1, "{reason}: {counters}");
+    }
+    assert!(counters["dropped_pool_exhausted"].as_u64().unwrap() > 9_000, "{counters}");
+    assert!(counters["dropped_truncated"].as_u64().unwrap() >= 3, "{counters}");
+    let log = gw.log();
+    let drop_lines: Vec<&str> = log.lines().filter(|l| l.contains("dropped a DHCP packet")).collect();
+    let nonzero = counters.as_object().unwrap().iter().filter(|(k, v)| k.starts_with("dropped_") && v.as_u64() > Some(0)).count();
+    assert_eq!(drop_lines.len(), nonzero, "one log line per reason: {drop_lines:#?}");
+    assert!(view["leases"].as_array().unwrap().iter().any(|l| l["ip"] == ip.as_str()), "{api}");
+}

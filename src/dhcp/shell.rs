@@ -140,6 +140,41 @@ impl Shell {
     }
 }
 
+/// What the rest of the program (web UI) can read about the DHCP server; refreshed at most once a second.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct DhcpView {
+    pub leases: Vec<super::lease::Lease>,
+    pub free_addresses: usize,
+    /// Messages by type, drops by reason, and the shell's own failures.
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+fn view(server: &Server, shell: &Shell) -> DhcpView {
+    let st = server.stats();
+    let mut counters: std::collections::BTreeMap<String, u64> = [
+        ("discover", st.discover),
+        ("request", st.request),
+        ("decline", st.decline),
+        ("release", st.release),
+        ("inform", st.inform),
+        ("offer", st.offer),
+        ("ack", st.ack),
+        ("nak", st.nak),
+        ("expired", st.expired),
+        ("arp_failures", shell.arp_failures),
+        ("send_failures", shell.send_failures),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (reason, n) in st.drops() {
+        counters.insert(format!("dropped_{}", reason.as_str()), n);
+    }
+    let mut leases: Vec<_> = server.leases().cloned().collect();
+    leases.sort_by_key(|l| l.ip);
+    DhcpView { leases, free_addresses: server.free_addresses(), counters }
+}
+
 type Held = Vec<(Option<Reply>, Vec<LeaseEvent>)>;
 
 /// Replies and events held back until their records are durable. One function, so one future type for the queue.
@@ -147,7 +182,11 @@ async fn after_sync(durable: Durable, held: Held) -> (Result<()>, Held) {
     (durable.await, held)
 }
 
-pub async fn serve(ctx: Context, events: broadcast::Sender<LeaseEvent>) -> Result<()> {
+pub async fn serve(
+    ctx: Context,
+    events: broadcast::Sender<LeaseEvent>,
+    views: tokio::sync::watch::Sender<std::sync::Arc<DhcpView>>,
+) -> Result<()> {
     let cfg = server_config(&ctx)?;
     let now = unix_now();
     let (store, loaded) = LeaseStore::open(&ctx.config.state_dir, now)?;
@@ -171,6 +210,8 @@ pub async fn serve(ctx: Context, events: broadcast::Sender<LeaseEvent>) -> Resul
     let mut reported: HashSet<DropReason> = HashSet::new();
     let mut last_report = tokio::time::Instant::now();
     let mut last_totals: Vec<(DropReason, u64)> = Vec::new();
+    let mut last_view = tokio::time::Instant::now();
+    views.send_replace(std::sync::Arc::new(view(&server, &shell)));
 
     loop {
         // Expired leases: persisted as released, published as expired.
@@ -227,9 +268,13 @@ pub async fn serve(ctx: Context, events: broadcast::Sender<LeaseEvent>) -> Resul
                     Err(e) => error!("leases could not be stored, their ACKs are withheld: {e:#}"),
                 }
             }
-            _ = tokio::time::sleep(until_expiry) => {}
+            _ = tokio::time::sleep(until_expiry.min(Duration::from_secs(1))) => {}
         }
 
+        if last_view.elapsed() >= Duration::from_secs(1) {
+            last_view = tokio::time::Instant::now();
+            views.send_replace(std::sync::Arc::new(view(&server, &shell)));
+        }
         if last_report.elapsed() >= DROP_REPORT_EVERY {
             last_report = tokio::time::Instant::now();
             let totals: Vec<(DropReason, u64)> = server.stats().drops().collect();

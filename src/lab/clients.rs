@@ -83,7 +83,7 @@ impl Lab {
         std::fs::write(&hook, hook_text)?;
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
         let f = |name: &str| files.join(name).to_string_lossy().into_owned();
-        let mut cmd = match kind {
+        let cmd = match kind {
             DhcpClient::Dhclient => {
                 let conf = match hostname {
                     Some(h) => format!("send host-name \"{h}\";\n"),

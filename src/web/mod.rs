@@ -52,21 +52,45 @@ async fn index(State(ctx): State<Context>) -> impl IntoResponse {
     let s = status(&ctx);
     let row = |k: &str, v: &str| format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
     let forwards = if s.port_forwards.is_empty() { "none".to_owned() } else { s.port_forwards.join(", ") };
+    let dhcp = ctx.dhcp.borrow().clone();
+    let devices: String = dhcp
+        .leases
+        .iter()
+        .map(|l| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&mac(&l.mac)),
+                l.ip,
+                escape(l.hostname.as_deref().unwrap_or(""))
+            )
+        })
+        .collect();
     Html(format!(
         "<!doctype html><html><head><meta charset=utf-8><title>Gatekeeper</title>\
          <style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:1em}}</style></head>\
-         <body><h1>Gatekeeper</h1><table>{}{}{}{}{}{}</table></body></html>",
+         <body><h1>Gatekeeper</h1><table>{}{}{}{}{}{}</table>\
+         <h2>Devices</h2><table><tr><th>MAC</th><th>IP</th><th>Name</th></tr>{}</table></body></html>",
         row("LAN interface", &s.lan_interface),
         row("LAN ports", &s.lan_ports.join(", ")),
         row("Subnet", &s.subnet),
         row("Router", &s.router),
         row("WAN", s.wan.as_deref().unwrap_or("none")),
         row("Port forwards", &forwards),
+        devices,
     ))
 }
 
 async fn api_status(State(ctx): State<Context>) -> Json<Status> {
     Json(status(&ctx))
+}
+
+async fn api_dhcp(State(ctx): State<Context>) -> impl IntoResponse {
+    let view = ctx.dhcp.borrow().clone();
+    Json(crate::dhcp::shell::DhcpView::clone(&view))
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    crate::dhcp::server::fmt_mac(m)
 }
 
 pub async fn serve(ctx: Context) -> Result<()> {
@@ -75,7 +99,7 @@ pub async fn serve(ctx: Context) -> Result<()> {
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("web UI cannot listen on {addr}"))?;
     info!("web UI on http://{addr}/");
     let shutdown = ctx.shutdown.clone();
-    let app = Router::new().route("/", get(index)).route("/api/status", get(api_status)).with_state(ctx);
+    let app = Router::new().route("/", get(index)).route("/api/status", get(api_status)).route("/api/dhcp", get(api_dhcp)).with_state(ctx);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     Ok(())
 }
