@@ -64,3 +64,41 @@ fn leftovers_of_a_killed_owner_are_removed_by_the_next_lab() {
     assert!(namespaces_of(&id).is_empty(), "stale lab {id} removed by the next one");
     drop(lab);
 }
+
+/// `gatekeeper lab` itself: devices get addresses by DHCP, the web UI answers, and Ctrl-C removes everything.
+#[test]
+fn lab_command_starts_devices_and_removes_everything_on_ctrl_c() {
+    let log = std::env::temp_dir().join(format!("gk-lab-command-{}.log", std::process::id()));
+    let mut cmd = Command::new(common::binary());
+    cmd.args(["lab", "--clients", "2", "--no-host-link", "--web-port", "8080"]);
+    // A Proc is stopped (SIGTERM, which the lab handles like Ctrl-C) even if an assertion below fails.
+    let mut lab = gatekeeper::lab::Proc::spawn(cmd, &log).unwrap();
+    lab.wait_for_log("Press Ctrl-C", Duration::from_secs(60)).unwrap();
+    let printed = lab.log();
+    let id = printed.lines().find_map(|l| l.strip_prefix("Gatekeeper lab ")).unwrap().split(' ').next().unwrap();
+    let id = id.to_owned();
+    assert_eq!(namespaces_of(&id).len(), 4, "{printed}");
+    assert!(printed.contains("(laptop)") && printed.contains("(phone)"), "devices got addresses: {printed}");
+    let url = printed.lines().find_map(|l| l.strip_prefix("Web UI: ")).unwrap().trim().to_owned();
+    let fetch = || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &format!("gk-{id}-lan1"), "curl", "-sf", "-m5", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The device list follows the leases within a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut page = fetch();
+    while !(page.contains("laptop") && page.contains("phone")) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        page = fetch();
+    }
+    assert!(page.contains("laptop") && page.contains("phone"), "{page}");
+
+    lab.signal(libc::SIGINT);
+    let status = lab.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "{status}: {}", lab.log());
+    assert!(namespaces_of(&id).is_empty(), "{:?}", namespaces_of(&id));
+    let _ = std::fs::remove_file(log);
+}

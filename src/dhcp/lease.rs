@@ -6,7 +6,9 @@ use std::net::Ipv4Addr;
 /// A dynamic lease. Keyed by `client_id`: option 61 when the client sends it, else `[1] ++ chaddr` (RFC 2132 9.14).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
+    #[serde(with = "hex_bytes")]
     pub client_id: Vec<u8>,
+    #[serde(with = "mac_text")]
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
     /// Sanitized host name (option 12 or 81): lowercase letters, digits and '-', at most 63 bytes.
@@ -29,6 +31,7 @@ pub enum Record {
 /// A fixed address for a MAC, from the config file or /etc/ethers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaticLease {
+    #[serde(with = "mac_text")]
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
     pub hostname: Option<String>,
@@ -41,4 +44,55 @@ pub enum LeaseEvent {
     Renewed(Lease),
     Released(Lease),
     Expired(Lease),
+}
+
+/// MACs as `aa:bb:cc:dd:ee:ff` in JSON (the lease log has its own binary encoding).
+mod mac_text {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::dhcp::server::fmt_mac(mac))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
+        let text = String::deserialize(d)?;
+        crate::dhcp::ethers::parse_mac(&text).ok_or_else(|| D::Error::custom(format!("{text:?} is not a MAC address")))
+    }
+}
+
+/// Byte strings as hex in JSON.
+mod hex_bytes {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        (0..text.len())
+            .step_by(2)
+            .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| D::Error::custom(format!("{text:?} is not hex")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shows_readable_mac_and_client_id() {
+        let l = Lease {
+            client_id: vec![1, 0xaa, 0xbb],
+            mac: [0xaa, 0xbb, 0xcc, 0, 1, 2],
+            ip: [10, 0, 0, 5].into(),
+            hostname: Some("tv".into()),
+            expires: 7,
+        };
+        let j = serde_json::to_string(&l).unwrap();
+        assert!(j.contains(r#""mac":"aa:bb:cc:00:01:02""#) && j.contains(r#""client_id":"01aabb""#), "{j}");
+        assert_eq!(serde_json::from_str::<Lease>(&j).unwrap(), l);
+    }
 }

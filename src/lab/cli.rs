@@ -1,6 +1,8 @@
 //! `gatekeeper lab`: a virtual home network with simulated devices and the real gateway, for trying it safely.
 
-use super::{Lab, LabOptions, GW_WAN_ADDR};
+use super::{DhcpClient, Lab, LabOptions, GW_WAN_ADDR};
+
+const DEVICE_NAMES: [&str; 8] = ["laptop", "phone", "tv", "printer", "tablet", "console", "speaker", "camera"];
 use crate::net::{netlink::Netlink, subnet};
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
@@ -38,20 +40,42 @@ pub fn run(args: LabArgs) -> Result<()> {
     let lab = Lab::new(LabOptions { clients: args.clients as usize, host_link: !args.no_host_link })?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let state = lab.dir().join("state");
+    // The host link's address is a static lease, so the DHCP server never hands it to a device.
+    let mut config = String::new();
+    if let Some(host) = lab.host_link() {
+        let mac = super::link_mac(None, host)?;
+        config += &format!("[[dhcp.static]]\nmac = \"{mac}\"\nip = \"{host_addr}\"\nname = \"host\"\n");
+    }
+    let config_path = lab.dir().join("gatekeeper.toml");
+    std::fs::write(&config_path, config)?;
     let mut gateway = lab.start_gateway(
         &exe,
-        &["--subnet", &subnet.to_string(), "--state-dir", &state.to_string_lossy(), "--web-port", &args.web_port.to_string()],
+        &[
+            "--subnet",
+            &subnet.to_string(),
+            "--state-dir",
+            &state.to_string_lossy(),
+            "--web-port",
+            &args.web_port.to_string(),
+            "--config",
+            &config_path.to_string_lossy(),
+        ],
         "gateway.log",
     )?;
-    gateway.wait_for_log("LAN ready", Duration::from_secs(20))?;
+    gateway.wait_for_log("DHCP server ready", Duration::from_secs(20))?;
 
-    let prefix = subnet.prefix_len();
+    // The simulated devices ask for addresses like real ones, each with a host name.
+    let mut devices = Vec::new();
     for i in 1..=lab.clients() {
-        // Until the DHCP server lands, the simulated devices get fixed addresses from the top of the pool.
-        let addr = Ipv4Addr::from(u32::from(router) + 100 + i as u32);
-        lab.run(&lab.client(i), &["ip", "addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"])?;
-        lab.run(&lab.client(i), &["ip", "route", "add", "default", "via", &router.to_string()])?;
+        let name = DEVICE_NAMES.get(i - 1).map_or_else(|| format!("device{i}"), |n| n.to_string());
+        devices.push((name.clone(), lab.dhcp_client(i, DhcpClient::Udhcpc, Some(&name))?));
     }
+    let mut addresses = Vec::new();
+    for (name, d) in &mut devices {
+        let bound = d.wait_event(0, &["bound"], Duration::from_secs(30))?;
+        addresses.push(format!("{} ({name})", super::field(&bound, "ip").unwrap_or("?")));
+    }
+    let prefix = subnet.prefix_len();
     if let Some(host) = lab.host_link() {
         // One address, and with it a route to the lab subnet only: never a default route.
         super::ip(&["addr", "add", &format!("{host_addr}/{prefix}"), "dev", host])?;
@@ -60,8 +84,9 @@ pub fn run(args: LabArgs) -> Result<()> {
     println!("Gatekeeper lab {} is up.", lab.id);
     println!("  internet namespace : {} (203.0.113.1; the gateway's WAN is {GW_WAN_ADDR})", lab.wan());
     println!("  gateway namespace  : {} (LAN {subnet}, router {router})", lab.gw());
-    for i in 1..=lab.clients() {
-        println!("  device             : {}  (sudo ip netns exec {} bash)", lab.client(i), lab.client(i));
+    for (i, addr) in addresses.iter().enumerate() {
+        let ns = lab.client(i + 1);
+        println!("  device             : {addr:<24} sudo ip netns exec {ns} bash");
     }
     match lab.host_link() {
         Some(h) => println!("  this machine       : {host_addr} on {h}, route to {subnet} only"),
@@ -86,6 +111,7 @@ pub fn run(args: LabArgs) -> Result<()> {
     if !status.success() {
         eprintln!("the gateway exited with {status}; its log:\n{}", gateway.log());
     }
+    drop(devices);
     drop(gateway);
     drop(lab);
     Ok(())

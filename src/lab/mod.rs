@@ -67,6 +67,15 @@ fn ip(args: &[&str]) -> Result<String> {
     sh(Command::new("ip").args(args))
 }
 
+/// The MAC address of `link`, in namespace `ns` or here.
+fn link_mac(ns: Option<&str>, link: &str) -> Result<String> {
+    let out = match ns {
+        Some(ns) => ip(&["-n", ns, "-o", "link", "show", link])?,
+        None => ip(&["-o", "link", "show", link])?,
+    };
+    out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).map(str::to_owned).context("no MAC address")
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), to tell a pid reused.
 fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -282,12 +291,7 @@ impl Lab {
 
     /// The MAC address of `eth0` in LAN client `i`.
     pub fn client_mac(&self, i: usize) -> Result<String> {
-        let out = ip(&["-n", &self.client(i), "-o", "link", "show", "eth0"])?;
-        out.split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .map(str::to_owned)
-            .context("no MAC on eth0")
+        link_mac(Some(&self.client(i)), "eth0")
     }
 
     /// Starts the gateway binary in `gw`; its log goes to `<lab dir>/<log_name>`.
