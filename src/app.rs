@@ -7,7 +7,7 @@ use crate::net::setup::{self, LanSetup};
 use crate::state::StateDir;
 use anyhow::Result;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -78,7 +78,8 @@ pub async fn run(config: Config) -> Result<()> {
     };
     info!("{reason}: shutting down");
     ctx.shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await.is_err()
+    {
         warn!("subsystems did not stop within 5 s; continuing with teardown");
         tasks.abort_all();
     }

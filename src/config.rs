@@ -105,7 +105,8 @@ impl fmt::Display for PortForward {
     }
 }
 
-const FORWARD_FORMS: &str = "expected IP:PORT (e.g. 10.0.0.5:25565), optionally EXTERNAL_PORT=IP:PORT and a /tcp or /udp suffix";
+const FORWARD_FORMS: &str =
+    "expected IP:PORT (e.g. 10.0.0.5:25565), optionally EXTERNAL_PORT=IP:PORT and a /tcp or /udp suffix";
 
 /// Parses one `PORT_FORWARDING` entry: `IP:PORT`, `EXT=IP:PORT`, each optionally suffixed `/tcp` or `/udp`.
 pub fn parse_port_forward(entry: &str) -> Result<PortForward, ConfigError> {
@@ -149,11 +150,7 @@ fn validate_forward_target(f: &PortForward) -> Result<(), String> {
 
 /// Parses the whole `PORT_FORWARDING` variable: entries separated by spaces, commas or newlines.
 pub fn parse_port_forwards(value: &str) -> Result<Vec<PortForward>, ConfigError> {
-    value
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|s| !s.is_empty())
-        .map(parse_port_forward)
-        .collect()
+    value.split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty()).map(parse_port_forward).collect()
 }
 
 /// Rejects two forwards claiming the same external port and protocol.
@@ -252,11 +249,8 @@ pub struct FileRelay {
 
 impl FileDhcp {
     fn settings(&self) -> Result<DhcpSettings, ConfigError> {
-        let mut out = DhcpSettings {
-            range: self.range.map(|[a, b]| (a, b)),
-            lease_secs: self.lease_time,
-            ..Default::default()
-        };
+        let mut out =
+            DhcpSettings { range: self.range.map(|[a, b]| (a, b)), lease_secs: self.lease_time, ..Default::default() };
         if let Some(p) = &self.ethers {
             out.ethers = p.clone();
         }
@@ -342,8 +336,8 @@ impl FileConfig {
                     Some(p) => format!("{p}={}", f.to),
                     None => f.to.clone(),
                 };
-                let mut pf = parse_port_forward(&target)
-                    .map_err(|e| ConfigError(format!("config file [[forward]]: {e}")))?;
+                let mut pf =
+                    parse_port_forward(&target).map_err(|e| ConfigError(format!("config file [[forward]]: {e}")))?;
                 pf.protocols = f.protocol;
                 Ok(pf)
             })
@@ -483,8 +477,10 @@ mod tests {
             state_dir: Some("/flag".into()),
             web_port: Some(9000),
         };
-        let f = file(r#"lan = ["f1"]
-                       wan = "fw""#);
+        let f = file(
+            r#"lan = ["f1"]
+                       wan = "fw""#,
+        );
         let c = resolve(Some(f), &e, &flags).unwrap();
         assert_eq!(c.lan, vec!["x1"]);
         assert_eq!(c.wan.as_deref(), Some("xw"));
@@ -495,8 +491,8 @@ mod tests {
 
     #[test]
     fn file_used_when_nothing_else() {
-        let c = resolve(Some(file(r#"lan = ["eth1", "eth2"]"#)), &env(&[("LAN", "  ")]), &FlagConfig::default())
-            .unwrap();
+        let c =
+            resolve(Some(file(r#"lan = ["eth1", "eth2"]"#)), &env(&[("LAN", "  ")]), &FlagConfig::default()).unwrap();
         assert_eq!(c.lan, vec!["eth1", "eth2"], "a blank LAN variable counts as unset");
     }
 
@@ -580,8 +576,8 @@ mod tests {
 
     #[test]
     fn port_forward_conflicts() {
-        let e = resolve(None, &env(&[("PORT_FORWARDING", "10.0.0.5:80 10.0.0.6:80")]), &FlagConfig::default())
-            .unwrap_err();
+        let e =
+            resolve(None, &env(&[("PORT_FORWARDING", "10.0.0.5:80 10.0.0.6:80")]), &FlagConfig::default()).unwrap_err();
         assert!(e.0.contains("external port 80"), "{e}");
         // Different protocols on one port are fine; exact duplicates collapse.
         let c = resolve(

@@ -9,7 +9,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gatekeeper", version, about = "A home internet gateway in one program", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "gatekeeper",
+    version,
+    about = "A home internet gateway in one program",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -1,7 +1,7 @@
 //! The state directory: one running instance per directory (an flock), and atomic file replacement so that a
 //! `kill -9` at any moment leaves either the old or the new content, never a torn file.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use dhcproto::v4::{DhcpOption, MessageType};
-use gatekeeper::lab::{field, DhcpClient, Lab};
+use gatekeeper::lab::{DhcpClient, Lab, field};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -80,10 +80,7 @@ fn dhclient_udhcpc_and_dhcpcd_bind_renew_and_release() {
 fn static_lease_from_the_config_file_is_honoured() {
     let lab = lab(2);
     let mac = lab.client_mac(1).unwrap();
-    let mut gw = start(
-        &lab,
-        &format!("[[dhcp.static]]\nmac = \"{mac}\"\nip = \"10.0.0.77\"\nname = \"printer\"\n"),
-    );
+    let mut gw = start(&lab, &format!("[[dhcp.static]]\nmac = \"{mac}\"\nip = \"10.0.0.77\"\nname = \"printer\"\n"));
     wait_log(&mut gw, "DHCP server ready");
     let mut owner = lab.dhcp_client(1, DhcpClient::Udhcpc, None).unwrap();
     let mut other = lab.dhcp_client(2, DhcpClient::Udhcpc, None).unwrap();
@@ -225,7 +222,8 @@ fn bad_packets_and_a_discover_flood_leave_existing_leases_alone() {
     assert!(counters["dropped_truncated"].as_u64().unwrap() >= 3, "{counters}");
     let log = gw.log();
     let drop_lines: Vec<&str> = log.lines().filter(|l| l.contains("dropped a DHCP packet")).collect();
-    let nonzero = counters.as_object().unwrap().iter().filter(|(k, v)| k.starts_with("dropped_") && v.as_u64() > Some(0)).count();
+    let nonzero =
+        counters.as_object().unwrap().iter().filter(|(k, v)| k.starts_with("dropped_") && v.as_u64() > Some(0)).count();
     assert_eq!(drop_lines.len(), nonzero, "one log line per reason: {drop_lines:#?}");
     assert!(view["leases"].as_array().unwrap().iter().any(|l| l["ip"] == ip.as_str()), "{api}");
 }

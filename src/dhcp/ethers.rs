@@ -174,9 +174,17 @@ mod tests {
         assert_eq!(parse_mac("AA-BB-CC-0D-EE-FF"), Some(m));
         assert_eq!(parse_mac("aa:BB:cc:d:ee:ff"), Some(m));
         assert_eq!(parse_mac("8:0:20:1:2:3"), Some([8, 0, 0x20, 1, 2, 3]));
-        for bad in ["", "aa:bb:cc:dd:ee", "aa:bb:cc:dd:ee:ff:00", "aa:bb-cc:dd:ee:ff", "aa::cc:dd:ee:ff", "aab:b:cc:dd:ee:f",
-            "gg:bb:cc:dd:ee:ff", "+a:bb:cc:dd:ee:ff", "aabbccddeeff"]
-        {
+        for bad in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa:bb-cc:dd:ee:ff",
+            "aa::cc:dd:ee:ff",
+            "aab:b:cc:dd:ee:f",
+            "gg:bb:cc:dd:ee:ff",
+            "+a:bb:cc:dd:ee:ff",
+            "aabbccddeeff",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
     }
@@ -231,8 +239,10 @@ aa:bb:cc:dd:ee:0b 127.0.0.1
         let lines: Vec<&str> = warnings.iter().map(|w| w.split(':').next().unwrap()).collect();
         assert_eq!(
             lines,
-            ["line 4", "line 6", "line 7", "line 8", "line 9", "line 10", "line 11", "line 12", "line 13", "line 14",
-                "line 15"],
+            [
+                "line 4", "line 6", "line 7", "line 8", "line 9", "line 10", "line 11", "line 12", "line 13",
+                "line 14", "line 15"
+            ],
             "{warnings:#?}"
         );
         assert!(warnings[0].contains("extra fields"), "{}", warnings[0]);
@@ -253,7 +263,14 @@ aa:bb:cc:dd:ee:0b 127.0.0.1
         assert!(w[0].starts_with(&format!("{}: line 1:", e.display())), "{w:?}");
         std::fs::write(&h, "10.1.2.3 TV\n").unwrap();
         let (l, w) = read_static_leases(&e, &h);
-        assert_eq!(l, vec![StaticLease { mac: [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 1], ip: Ipv4Addr::new(10, 1, 2, 3), hostname: Some("tv".into()) }]);
+        assert_eq!(
+            l,
+            vec![StaticLease {
+                mac: [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 1],
+                ip: Ipv4Addr::new(10, 1, 2, 3),
+                hostname: Some("tv".into())
+            }]
+        );
         assert_eq!(w.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -97,10 +97,7 @@ mod tests {
                 .collect();
             if let Some(s) = sanitize(&raw) {
                 assert!(s.len() <= MAX_LABEL && !s.starts_with('-') && !s.ends_with('-'));
-                assert!(
-                    s.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                );
+                assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
             }
             let _ = from_fqdn(&raw);
         }
@@ -109,10 +106,7 @@ mod tests {
     #[test]
     fn fqdn_forms() {
         assert_eq!(from_fqdn(b"\x00\x00\x00Laptop.lan").as_deref(), Some("laptop"));
-        assert_eq!(
-            from_fqdn(b"\x04\x00\x00\x06Laptop\x03lan\x00").as_deref(),
-            Some("laptop")
-        );
+        assert_eq!(from_fqdn(b"\x04\x00\x00\x06Laptop\x03lan\x00").as_deref(), Some("laptop"));
         assert_eq!(from_fqdn(b"\x04\x00\x00\x06Lap"), None); // label runs past the end
         assert_eq!(from_fqdn(b"\x04\x00\x00\xc0\x0c"), None); // compression pointer
         assert_eq!(from_fqdn(b"\x04\x00"), None);

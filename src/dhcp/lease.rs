@@ -48,7 +48,7 @@ pub enum LeaseEvent {
 
 /// MACs as `aa:bb:cc:dd:ee:ff` in JSON (the lease log has its own binary encoding).
 mod mac_text {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&crate::dhcp::server::fmt_mac(mac))
@@ -62,7 +62,7 @@ mod mac_text {
 
 /// Byte strings as hex in JSON.
 mod hex_bytes {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&b.iter().map(|x| format!("{x:02x}")).collect::<String>())

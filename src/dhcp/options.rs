@@ -33,17 +33,8 @@ pub(crate) fn encode(
     if spec.kind == MessageType::Nak && !req.giaddr.is_unspecified() {
         flags |= 0x8000;
     }
-    let mut m = Message::new_with_id(
-        req.xid,
-        spec.ciaddr,
-        spec.yiaddr,
-        Ipv4Addr::UNSPECIFIED,
-        req.giaddr,
-        &req.mac,
-    );
-    m.set_opcode(Opcode::BootReply)
-        .set_htype(HType::Eth)
-        .set_flags(Flags::new(flags));
+    let mut m = Message::new_with_id(req.xid, spec.ciaddr, spec.yiaddr, Ipv4Addr::UNSPECIFIED, req.giaddr, &req.mac);
+    m.set_opcode(Opcode::BootReply).set_htype(HType::Eth).set_flags(Flags::new(flags));
     let o = m.opts_mut();
     o.insert(DhcpOption::MessageType(spec.kind));
     o.insert(DhcpOption::ServerIdentifier(cfg.server_ip));
@@ -61,11 +52,7 @@ pub(crate) fn encode(
         if let Some(r) = router {
             o.insert(DhcpOption::Router(vec![r]));
         }
-        let dns = if cfg.dns.is_empty() {
-            vec![cfg.server_ip]
-        } else {
-            cfg.dns.clone()
-        };
+        let dns = if cfg.dns.is_empty() { vec![cfg.server_ip] } else { cfg.dns.clone() };
         o.insert(DhcpOption::DomainNameServer(dns));
         if !cfg.domain.is_empty() {
             o.insert(DhcpOption::DomainName(cfg.domain.clone()));
@@ -78,8 +65,7 @@ pub(crate) fn encode(
         }
     }
     let mut buf = Vec::with_capacity(576);
-    m.encode(&mut Encoder::new(&mut buf))
-        .map_err(|_| DropReason::EncodeFailed)?;
+    m.encode(&mut Encoder::new(&mut buf)).map_err(|_| DropReason::EncodeFailed)?;
     // Relay agent information is echoed verbatim, last (RFC 3046 2.2), split in 255-byte pieces (RFC 3396).
     if let Some(info) = &req.relay_info {
         if buf.last() == Some(&255) {

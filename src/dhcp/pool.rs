@@ -28,16 +28,8 @@ impl Pool {
         reserved: impl Fn(Ipv4Addr) -> bool,
     ) -> Pool {
         let (start, end) = (u32::from(range.0), u32::from(range.1));
-        let mut pool = Pool {
-            subnet,
-            start,
-            end,
-            router,
-            free: BTreeSet::new(),
-        };
-        pool.free = (start..=end)
-            .filter(|&a| pool.usable(a.into()) && !reserved(a.into()))
-            .collect();
+        let mut pool = Pool { subnet, start, end, router, free: BTreeSet::new() };
+        pool.free = (start..=end).filter(|&a| pool.usable(a.into()) && !reserved(a.into())).collect();
         pool
     }
 
@@ -76,21 +68,14 @@ impl Pool {
     pub fn take_any(&mut self, seed: &[u8]) -> Option<Ipv4Addr> {
         let span = u64::from(self.end - self.start) + 1;
         let from = self.start + (fnv1a(seed) % span) as u32;
-        let ip = self
-            .free
-            .range(from..)
-            .next()
-            .or_else(|| self.free.iter().next())
-            .copied()?;
+        let ip = self.free.range(from..).next().or_else(|| self.free.iter().next()).copied()?;
         self.free.remove(&ip);
         Some(ip.into())
     }
 }
 
 fn fnv1a(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
-        (h ^ u64::from(x)).wrapping_mul(0x100000001b3)
-    })
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100000001b3))
 }
 
 #[cfg(test)]
@@ -100,12 +85,9 @@ mod tests {
     #[test]
     fn excludes_reserved_network_and_broadcast() {
         let net: Ipv4Net = "10.0.0.0/29".parse().unwrap();
-        let mut p = Pool::new(
-            net,
-            ([10, 0, 0, 0].into(), [10, 0, 0, 7].into()),
-            [10, 0, 0, 1].into(),
-            |ip| ip == Ipv4Addr::new(10, 0, 0, 1),
-        );
+        let mut p = Pool::new(net, ([10, 0, 0, 0].into(), [10, 0, 0, 7].into()), [10, 0, 0, 1].into(), |ip| {
+            ip == Ipv4Addr::new(10, 0, 0, 1)
+        });
         assert_eq!(p.free_count(), 5);
         let mut got = Vec::new();
         while let Some(ip) = p.take_any(b"x") {

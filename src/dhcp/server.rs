@@ -86,10 +86,7 @@ impl DhcpConfig {
     pub fn validate(&self) -> Result<(), DhcpConfigError> {
         let err = |m: String| Err(DhcpConfigError(m));
         if !self.subnet.contains(&self.server_ip) {
-            return err(format!(
-                "DHCP server address {} is not inside the LAN subnet {}",
-                self.server_ip, self.subnet
-            ));
+            return err(format!("DHCP server address {} is not inside the LAN subnet {}", self.server_ip, self.subnet));
         }
         check_range("LAN", self.subnet, self.range)?;
         if self.lease_secs < MIN_LEASE_SECS {
@@ -107,14 +104,8 @@ impl DhcpConfig {
         let mut nets = vec![self.subnet];
         for r in &self.relay_pools {
             check_range("relay", r.subnet, r.range)?;
-            if let Some(n) = nets
-                .iter()
-                .find(|n| n.contains(&r.subnet.network()) || r.subnet.contains(&n.network()))
-            {
-                return err(format!(
-                    "relay subnet {} overlaps subnet {n}; each pool needs its own subnet",
-                    r.subnet
-                ));
+            if let Some(n) = nets.iter().find(|n| n.contains(&r.subnet.network()) || r.subnet.contains(&n.network())) {
+                return err(format!("relay subnet {} overlaps subnet {n}; each pool needs its own subnet", r.subnet));
             }
             nets.push(r.subnet);
         }
@@ -122,16 +113,10 @@ impl DhcpConfig {
         for s in &self.static_leases {
             let mac = fmt_mac(&s.mac);
             if !nets.iter().any(|n| n.contains(&s.ip)) {
-                return err(format!(
-                    "static lease {mac} -> {}: address outside every DHCP subnet",
-                    s.ip
-                ));
+                return err(format!("static lease {mac} -> {}: address outside every DHCP subnet", s.ip));
             }
             if s.ip == self.server_ip {
-                return err(format!(
-                    "static lease {mac} -> {}: that is the router's own address",
-                    s.ip
-                ));
+                return err(format!("static lease {mac} -> {}: that is the router's own address", s.ip));
             }
             if !ips.insert(s.ip) {
                 return err(format!("static address {} is given to more than one MAC", s.ip));
@@ -146,11 +131,7 @@ impl DhcpConfig {
 
 fn host_bounds(subnet: Ipv4Net) -> (u32, u32) {
     let (n, b) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
-    if subnet.prefix_len() >= 31 {
-        (n, b)
-    } else {
-        (n + 1, b - 1)
-    }
+    if subnet.prefix_len() >= 31 { (n, b) } else { (n + 1, b - 1) }
 }
 
 fn check_range(what: &str, subnet: Ipv4Net, (a, b): (Ipv4Addr, Ipv4Addr)) -> Result<(), DhcpConfigError> {
@@ -163,10 +144,7 @@ fn check_range(what: &str, subnet: Ipv4Net, (a, b): (Ipv4Addr, Ipv4Addr)) -> Res
 }
 
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
 }
 
 /// Why a packet got no reply. The shell counts these; `as_str` labels are stable (metrics, logs).
@@ -358,12 +336,7 @@ impl Server {
         let mut pools = vec![Pool::new(cfg.subnet, cfg.range, cfg.server_ip, reserved)];
         for r in &cfg.relay_pools {
             // Router `None` = giaddr, filled in per reply; the pool keeps unspecified as the marker.
-            pools.push(Pool::new(
-                r.subnet,
-                r.range,
-                r.router.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                reserved,
-            ));
+            pools.push(Pool::new(r.subnet, r.range, r.router.unwrap_or(Ipv4Addr::UNSPECIFIED), reserved));
         }
         let n_pools = pools.len();
         let mut s = Server {
@@ -432,10 +405,7 @@ impl Server {
     }
 
     pub fn lease_by_ip(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.owner
-            .get(&ip)
-            .and_then(|c| self.leases.get(c))
-            .filter(|l| l.ip == ip)
+        self.owner.get(&ip).and_then(|c| self.leases.get(c)).filter(|l| l.ip == ip)
     }
 
     /// Quarantined addresses and when they come back: for the store's compaction.
@@ -471,13 +441,7 @@ impl Server {
             };
             if let Some(l) = self.remove_lease(&cid) {
                 self.stats.expired += 1;
-                out.push((
-                    Record::Released {
-                        client_id: l.client_id.clone(),
-                        ip: l.ip,
-                    },
-                    LeaseEvent::Expired(l),
-                ));
+                out.push((Record::Released { client_id: l.client_id.clone(), ip: l.ip }, LeaseEvent::Expired(l)));
             }
         }
         out
@@ -531,11 +495,7 @@ impl Server {
     /// The pool of the client's link: the relay's (giaddr), else the one whose subnet holds ciaddr, else the LAN's.
     fn link(&self, req: &Request<'_>) -> Result<usize, DropReason> {
         if !req.giaddr.is_unspecified() {
-            return self
-                .pools
-                .iter()
-                .position(|p| p.subnet.contains(&req.giaddr))
-                .ok_or(DropReason::NoPoolForRelay);
+            return self.pools.iter().position(|p| p.subnet.contains(&req.giaddr)).ok_or(DropReason::NoPoolForRelay);
         }
         if !req.ciaddr.is_unspecified()
             && let Some(i) = self.pools.iter().position(|p| p.subnet.contains(&req.ciaddr))
@@ -569,19 +529,13 @@ impl Server {
             Some(self.cfg.lease_secs),
             hostname.as_deref(),
         )?;
-        Ok(Outcome {
-            reply: Some(self.reply(req, bytes, MessageType::Offer, ip)),
-            ..Outcome::default()
-        })
+        Ok(Outcome { reply: Some(self.reply(req, bytes, MessageType::Offer, ip)), ..Outcome::default() })
     }
 
     /// A new address for a client without lease or offer: the one it asks for, its previous one, or any.
     fn allocate(&mut self, req: &Request<'_>, link: usize, cid: &[u8]) -> Result<Ipv4Addr, DropReason> {
         let pool = &mut self.pools[link];
-        for want in [req.requested_ip, self.previous.get(cid).copied()]
-            .into_iter()
-            .flatten()
-        {
+        for want in [req.requested_ip, self.previous.get(cid).copied()].into_iter().flatten() {
             if pool.take(want) {
                 return Ok(want);
             }
@@ -597,10 +551,8 @@ impl Server {
                 self.remove_offer(&cid);
                 return Err(DropReason::NotForUs);
             }
-            let ip = req
-                .requested_ip
-                .or(Some(req.ciaddr).filter(|c| !c.is_unspecified()))
-                .ok_or(DropReason::BadRequest)?;
+            let ip =
+                req.requested_ip.or(Some(req.ciaddr).filter(|c| !c.is_unspecified())).ok_or(DropReason::BadRequest)?;
             if subnet.contains(&ip) && self.may_bind(&cid, &req.mac, ip, link) {
                 self.ack(req, link, cid, ip, now)
             } else {
@@ -614,11 +566,7 @@ impl Server {
             }
             let known = match self.static_for(&req.mac, link) {
                 Some(st) => Some(st.ip),
-                None => self
-                    .leases
-                    .get(&cid)
-                    .map(|l| l.ip)
-                    .or(self.offers.get(&cid).map(|o| o.ip)),
+                None => self.leases.get(&cid).map(|l| l.ip).or(self.offers.get(&cid).map(|o| o.ip)),
             };
             match known {
                 Some(k) if k == ip => self.ack(req, link, cid, ip, now),
@@ -663,24 +611,14 @@ impl Server {
         now: u64,
     ) -> Result<Outcome, DropReason> {
         let hostname = self.hostname_for(req, &cid);
-        let bytes = self.encode(
-            req,
-            link,
-            MessageType::Ack,
-            req.ciaddr,
-            ip,
-            Some(self.cfg.lease_secs),
-            hostname.as_deref(),
-        )?;
+        let bytes =
+            self.encode(req, link, MessageType::Ack, req.ciaddr, ip, Some(self.cfg.lease_secs), hostname.as_deref())?;
         let mut out = Outcome::default();
         // Another client holding this address can only be one sharing our MAC's static address: it loses it.
         if let Some(other) = self.owner.get(&ip).filter(|o| **o != cid).cloned() {
             self.remove_offer(&other);
             if let Some(l) = self.remove_lease(&other) {
-                out.records.push(Record::Released {
-                    client_id: l.client_id.clone(),
-                    ip: l.ip,
-                });
+                out.records.push(Record::Released { client_id: l.client_id.clone(), ip: l.ip });
                 out.events.push(LeaseEvent::Released(l));
             }
         }
@@ -706,27 +644,13 @@ impl Server {
     }
 
     fn nak(&mut self, req: &Request<'_>, link: usize, why: &str) -> Result<Outcome, DropReason> {
-        let bytes = self.encode(
-            req,
-            link,
-            MessageType::Nak,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            None,
-            Some(why),
-        )?;
+        let bytes =
+            self.encode(req, link, MessageType::Nak, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, None, Some(why))?;
         let to = match req.giaddr {
             g if g.is_unspecified() => Destination::Broadcast,
             g => Destination::Unicast(SocketAddrV4::new(g, SERVER_PORT)),
         };
-        Ok(Outcome {
-            reply: Some(Reply {
-                bytes,
-                to,
-                kind: MessageType::Nak,
-            }),
-            ..Outcome::default()
-        })
+        Ok(Outcome { reply: Some(Reply { bytes, to, kind: MessageType::Nak }), ..Outcome::default() })
     }
 
     fn decline(&mut self, req: &Request<'_>, cid: Vec<u8>, now: u64) -> Result<Outcome, DropReason> {
@@ -748,10 +672,7 @@ impl Server {
         if self.leases.get(&cid).is_some_and(|l| l.ip == ip)
             && let Some(l) = self.remove_lease(&cid)
         {
-            out.records.push(Record::Released {
-                client_id: l.client_id.clone(),
-                ip,
-            });
+            out.records.push(Record::Released { client_id: l.client_id.clone(), ip });
             out.events.push(LeaseEvent::Released(l));
         }
         self.forget_previous(&cid);
@@ -769,10 +690,7 @@ impl Server {
         let l = self.remove_lease(&cid).ok_or(DropReason::UnknownLease)?;
         Ok(Outcome {
             reply: None,
-            records: vec![Record::Released {
-                client_id: l.client_id.clone(),
-                ip: l.ip,
-            }],
+            records: vec![Record::Released { client_id: l.client_id.clone(), ip: l.ip }],
             events: vec![LeaseEvent::Released(l)],
         })
     }
@@ -785,15 +703,8 @@ impl Server {
         cid: &[u8],
     ) -> Result<Outcome, DropReason> {
         let hostname = self.leases.get(cid).and_then(|l| l.hostname.clone());
-        let bytes = self.encode(
-            req,
-            link,
-            MessageType::Ack,
-            req.ciaddr,
-            Ipv4Addr::UNSPECIFIED,
-            None,
-            hostname.as_deref(),
-        )?;
+        let bytes =
+            self.encode(req, link, MessageType::Ack, req.ciaddr, Ipv4Addr::UNSPECIFIED, None, hostname.as_deref())?;
         // RFC 2131 4.3.5: straight to ciaddr (through the relay if relayed); if a client left ciaddr empty, to the
         // packet's source address, else broadcast.
         let to = if !req.giaddr.is_unspecified() {
@@ -805,14 +716,7 @@ impl Server {
         } else {
             Destination::Broadcast
         };
-        Ok(Outcome {
-            reply: Some(Reply {
-                bytes,
-                to,
-                kind: MessageType::Ack,
-            }),
-            ..Outcome::default()
-        })
+        Ok(Outcome { reply: Some(Reply { bytes, to, kind: MessageType::Ack }), ..Outcome::default() })
     }
 
     /// Destination of an OFFER/ACK (RFC 2131 4.1).
@@ -824,10 +728,7 @@ impl Server {
         } else if req.broadcast_flag() || yiaddr.is_unspecified() {
             Destination::Broadcast
         } else {
-            Destination::Hardware {
-                ip: yiaddr,
-                mac: req.mac,
-            }
+            Destination::Hardware { ip: yiaddr, mac: req.mac }
         };
         Reply { bytes, to, kind }
     }
@@ -845,27 +746,14 @@ impl Server {
     ) -> Result<Vec<u8>, DropReason> {
         let pool = &self.pools[link];
         // A relay pool without a configured router: the relay's address, from this packet or the last one seen.
-        let router = [pool.router, req.giaddr, self.relay_seen[link]]
-            .into_iter()
-            .find(|r| !r.is_unspecified());
-        let (hostname, message) = if kind == MessageType::Nak {
-            (None, text)
-        } else {
-            (text, None)
-        };
+        let router = [pool.router, req.giaddr, self.relay_seen[link]].into_iter().find(|r| !r.is_unspecified());
+        let (hostname, message) = if kind == MessageType::Nak { (None, text) } else { (text, None) };
         options::encode(
             &self.cfg,
             pool.subnet,
             router,
             req,
-            ReplySpec {
-                kind,
-                ciaddr,
-                yiaddr,
-                lease_secs,
-                hostname,
-                message,
-            },
+            ReplySpec { kind, ciaddr, yiaddr, lease_secs, hostname, message },
         )
     }
 
@@ -888,9 +776,7 @@ impl Server {
     }
 
     fn static_for(&self, mac: &[u8; 6], link: usize) -> Option<&StaticLease> {
-        self.statics
-            .get(mac)
-            .filter(|s| self.pools[link].subnet.contains(&s.ip))
+        self.statics.get(mac).filter(|s| self.pools[link].subnet.contains(&s.ip))
     }
 
     /// The pool whose dynamic range holds `ip`.
@@ -899,10 +785,7 @@ impl Server {
             return Some(i);
         }
         // Static addresses outside the ranges still belong to a subnet.
-        self.static_ips
-            .contains(&ip)
-            .then(|| self.pools.iter().position(|p| p.subnet.contains(&ip)))
-            .flatten()
+        self.static_ips.contains(&ip).then(|| self.pools.iter().position(|p| p.subnet.contains(&ip))).flatten()
     }
 
     fn take_from_pool(&mut self, ip: Ipv4Addr) {

@@ -15,11 +15,7 @@ fn cfg() -> DhcpConfig {
     c.range = ([192, 168, 50, 100].into(), [192, 168, 50, 199].into());
     c.lease_secs = LEASE;
     // A static address inside the dynamic range: it must never be handed to anyone else.
-    c.static_leases = vec![StaticLease {
-        mac: NAS_MAC,
-        ip: NAS_IP,
-        hostname: Some("NAS".into()),
-    }];
+    c.static_leases = vec![StaticLease { mac: NAS_MAC, ip: NAS_IP, hostname: Some("NAS".into()) }];
     c.relay_pools = vec![RelayPool {
         subnet: "10.9.0.0/24".parse().unwrap(),
         range: ([10, 9, 0, 100].into(), [10, 9, 0, 150].into()),
@@ -106,13 +102,7 @@ fn dora(s: &mut Server, mac: [u8; 6], now: u64) -> (Ipv4Addr, Outcome) {
 }
 
 fn lease_for(ip: Ipv4Addr, m: [u8; 6], expires: u64) -> Lease {
-    Lease {
-        client_id: [&[1u8][..], &m[..]].concat(),
-        mac: m,
-        ip,
-        hostname: Some("old".into()),
-        expires,
-    }
+    Lease { client_id: [&[1u8][..], &m[..]].concat(), mac: m, ip, hostname: Some("old".into()), expires }
 }
 
 #[test]
@@ -120,10 +110,7 @@ fn full_dora() {
     let mut s = server();
     let m = mac(1);
     let offer = ok(&mut s, &discover(m), NOW);
-    assert!(
-        offer.records.is_empty() && offer.events.is_empty(),
-        "an offer is not persisted"
-    );
+    assert!(offer.records.is_empty() && offer.events.is_empty(), "an offer is not persisted");
     let r = offer.reply.unwrap();
     assert_eq!(r.kind, MessageType::Offer);
     let o = decode(&r);
@@ -136,54 +123,27 @@ fn full_dora() {
     assert_eq!(r.to, Destination::Hardware { ip, mac: m });
     assert!(r.bytes.len() >= 300);
     let opts = o.opts();
-    assert_eq!(
-        opts.get(OptionCode::ServerIdentifier),
-        Some(&DhcpOption::ServerIdentifier(SERVER))
-    );
-    assert_eq!(
-        opts.get(OptionCode::AddressLeaseTime),
-        Some(&DhcpOption::AddressLeaseTime(LEASE))
-    );
+    assert_eq!(opts.get(OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(SERVER)));
+    assert_eq!(opts.get(OptionCode::AddressLeaseTime), Some(&DhcpOption::AddressLeaseTime(LEASE)));
     assert_eq!(opts.get(OptionCode::Renewal), Some(&DhcpOption::Renewal(LEASE / 2)));
-    assert_eq!(
-        opts.get(OptionCode::Rebinding),
-        Some(&DhcpOption::Rebinding(LEASE * 7 / 8))
-    );
-    assert_eq!(
-        opts.get(OptionCode::SubnetMask),
-        Some(&DhcpOption::SubnetMask([255, 255, 255, 0].into()))
-    );
+    assert_eq!(opts.get(OptionCode::Rebinding), Some(&DhcpOption::Rebinding(LEASE * 7 / 8)));
+    assert_eq!(opts.get(OptionCode::SubnetMask), Some(&DhcpOption::SubnetMask([255, 255, 255, 0].into())));
     assert_eq!(opts.get(OptionCode::Router), Some(&DhcpOption::Router(vec![SERVER])));
-    assert_eq!(
-        opts.get(OptionCode::DomainNameServer),
-        Some(&DhcpOption::DomainNameServer(vec![SERVER]))
-    );
-    assert_eq!(
-        opts.get(OptionCode::DomainName),
-        Some(&DhcpOption::DomainName("lan".into()))
-    );
+    assert_eq!(opts.get(OptionCode::DomainNameServer), Some(&DhcpOption::DomainNameServer(vec![SERVER])));
+    assert_eq!(opts.get(OptionCode::DomainName), Some(&DhcpOption::DomainName("lan".into())));
 
     let ack = ok(&mut s, &select(m, ip), NOW);
     let r = ack.reply.unwrap();
     let a = decode(&r);
     assert_eq!((kind(&a), a.yiaddr()), (MessageType::Ack, ip));
     assert_eq!(r.to, Destination::Hardware { ip, mac: m });
-    let lease = Lease {
-        client_id: vec![1, 2, 0x42, 0, 0, 0, 1],
-        mac: m,
-        ip,
-        hostname: None,
-        expires: NOW + 3600,
-    };
+    let lease = Lease { client_id: vec![1, 2, 0x42, 0, 0, 0, 1], mac: m, ip, hostname: None, expires: NOW + 3600 };
     assert_eq!(ack.records, vec![Record::Bound(lease.clone())]);
     assert_eq!(ack.events, vec![LeaseEvent::Granted(lease.clone())]);
     assert_eq!(s.leases().collect::<Vec<_>>(), vec![&lease]);
     assert_eq!(s.lease_by_ip(ip), Some(&lease));
     assert_eq!(s.next_expiry(), Some(NOW + 3600));
-    assert_eq!(
-        (s.stats().discover, s.stats().request, s.stats().offer, s.stats().ack),
-        (1, 1, 1, 1)
-    );
+    assert_eq!((s.stats().discover, s.stats().request, s.stats().offer, s.stats().ack), (1, 1, 1, 1));
 }
 
 #[test]
@@ -191,18 +151,11 @@ fn client_identifier_is_the_key() {
     let mut s = server();
     let with_id = |kind, f: &dyn Fn(&mut Message)| {
         pkt(kind, mac(7), |m| {
-            m.opts_mut()
-                .insert(DhcpOption::ClientIdentifier(b"\xffmy-duid".to_vec()));
+            m.opts_mut().insert(DhcpOption::ClientIdentifier(b"\xffmy-duid".to_vec()));
             f(m)
         })
     };
-    let ip = decode(
-        ok(&mut s, &with_id(MessageType::Discover, &|_| {}), NOW)
-            .reply
-            .as_ref()
-            .unwrap(),
-    )
-    .yiaddr();
+    let ip = decode(ok(&mut s, &with_id(MessageType::Discover, &|_| {}), NOW).reply.as_ref().unwrap()).yiaddr();
     let ack = ok(
         &mut s,
         &with_id(MessageType::Request, &|m| {
@@ -213,10 +166,7 @@ fn client_identifier_is_the_key() {
     );
     assert!(matches!(&ack.records[..], [Record::Bound(l)] if l.client_id == b"\xffmy-duid" && l.mac == mac(7)));
     // The same MAC without the identifier is another client.
-    assert_eq!(
-        s.handle(&renew(mac(7), ip), any(), NOW).unwrap().reply.unwrap().kind,
-        MessageType::Nak
-    );
+    assert_eq!(s.handle(&renew(mac(7), ip), any(), NOW).unwrap().reply.unwrap().kind, MessageType::Nak);
 }
 
 #[test]
@@ -242,10 +192,7 @@ fn renew_unicast_and_rebind_broadcast() {
         p.set_ciaddr(ip).set_flags(Flags::default().set_broadcast());
     });
     let o = ok(&mut s, &rebind, t2);
-    assert_eq!(
-        o.reply.as_ref().unwrap().to,
-        Destination::Unicast(SocketAddrV4::new(ip, 68))
-    );
+    assert_eq!(o.reply.as_ref().unwrap().to, Destination::Unicast(SocketAddrV4::new(ip, 68)));
     assert!(matches!(o.events[..], [LeaseEvent::Renewed(ref l)] if l.expires == t2 + 3600));
 
     // Renewing an address that is someone else's: NAK, broadcast.
@@ -258,10 +205,7 @@ fn renew_unicast_and_rebind_broadcast() {
     assert!(n.opts().get(OptionCode::AddressLeaseTime).is_none());
     assert!(o.records.is_empty());
     // Renewing from the wrong network: NAK.
-    assert_eq!(
-        ok(&mut s, &renew(m, [172, 16, 0, 5].into()), t2).reply.unwrap().kind,
-        MessageType::Nak
-    );
+    assert_eq!(ok(&mut s, &renew(m, [172, 16, 0, 5].into()), t2).reply.unwrap().kind, MessageType::Nak);
 }
 
 #[test]
@@ -272,13 +216,7 @@ fn renewing_client_we_lost_gets_its_free_address_back() {
     assert_eq!(o.reply.unwrap().kind, MessageType::Ack);
     assert!(matches!(o.events[..], [LeaseEvent::Granted(ref l)] if l.ip == ip));
     // Outside the dynamic range (and not static): NAK.
-    assert_eq!(
-        ok(&mut s, &renew(mac(5), [192, 168, 50, 20].into()), NOW)
-            .reply
-            .unwrap()
-            .kind,
-        MessageType::Nak
-    );
+    assert_eq!(ok(&mut s, &renew(mac(5), [192, 168, 50, 20].into()), NOW).reply.unwrap().kind, MessageType::Nak);
 }
 
 #[test]
@@ -301,13 +239,7 @@ fn init_reboot_after_restart() {
     // The name the client gave before is kept when it sends none.
     assert!(matches!(o.events[..], [LeaseEvent::Renewed(ref l)] if l.hostname.as_deref() == Some("old")));
     // INIT-REBOOT with the wrong address: NAK.
-    assert_eq!(
-        ok(&mut s, &init_reboot(m, [192, 168, 50, 134].into()), NOW)
-            .reply
-            .unwrap()
-            .kind,
-        MessageType::Nak
-    );
+    assert_eq!(ok(&mut s, &init_reboot(m, [192, 168, 50, 134].into()), NOW).reply.unwrap().kind, MessageType::Nak);
 }
 
 #[test]
@@ -334,21 +266,13 @@ fn init_reboot_wrong_subnet_nak_and_unknown_client_silence() {
     let r = o.reply.unwrap();
     assert_eq!((r.kind, r.to), (MessageType::Nak, Destination::Broadcast));
     // In our subnet but we have no record of the client: RFC 2131 4.3.2, stay silent.
-    let e = s
-        .handle(&init_reboot(mac(1), [192, 168, 50, 120].into()), any(), NOW)
-        .unwrap_err();
+    let e = s.handle(&init_reboot(mac(1), [192, 168, 50, 120].into()), any(), NOW).unwrap_err();
     assert_eq!(e, DropReason::UnknownClient);
     assert_eq!(s.stats().dropped(DropReason::UnknownClient), 1);
     // ... unless the address is known to be someone else's.
     let (ip, _) = dora(&mut s, mac(2), NOW);
-    assert_eq!(
-        ok(&mut s, &init_reboot(mac(1), ip), NOW).reply.unwrap().kind,
-        MessageType::Nak
-    );
-    assert_eq!(
-        ok(&mut s, &init_reboot(mac(1), NAS_IP), NOW).reply.unwrap().kind,
-        MessageType::Nak
-    );
+    assert_eq!(ok(&mut s, &init_reboot(mac(1), ip), NOW).reply.unwrap().kind, MessageType::Nak);
+    assert_eq!(ok(&mut s, &init_reboot(mac(1), NAS_IP), NOW).reply.unwrap().kind, MessageType::Nak);
 }
 
 #[test]
@@ -358,19 +282,13 @@ fn two_clients_get_different_addresses() {
     let b = decode(ok(&mut s, &discover(mac(2)), NOW).reply.as_ref().unwrap()).yiaddr();
     assert_ne!(a, b, "concurrent offers reserve their address");
     // A second DISCOVER from the same client gets the same offer.
-    assert_eq!(
-        decode(ok(&mut s, &discover(mac(1)), NOW + 5).reply.as_ref().unwrap()).yiaddr(),
-        a
-    );
+    assert_eq!(decode(ok(&mut s, &discover(mac(1)), NOW + 5).reply.as_ref().unwrap()).yiaddr(), a);
     // Asking for the other's offered address does not take it.
     let c = pkt(MessageType::Discover, mac(3), |m| {
         m.opts_mut().insert(DhcpOption::RequestedIpAddress(b));
     });
     assert_ne!(decode(ok(&mut s, &c, NOW).reply.as_ref().unwrap()).yiaddr(), b);
-    assert_eq!(
-        ok(&mut s, &select(mac(3), b), NOW).reply.unwrap().kind,
-        MessageType::Nak
-    );
+    assert_eq!(ok(&mut s, &select(mac(3), b), NOW).reply.unwrap().kind, MessageType::Nak);
     let (ia, _) = dora(&mut s, mac(1), NOW);
     let (ib, _) = dora(&mut s, mac(2), NOW);
     assert_eq!((ia, ib), (a, b));
@@ -386,8 +304,7 @@ fn requested_address_is_preferred_when_free() {
     assert_eq!(decode(ok(&mut s, &p, NOW).reply.as_ref().unwrap()).yiaddr(), want);
     // Outside the range: ignored, some other address offered.
     let p = pkt(MessageType::Discover, mac(2), |m| {
-        m.opts_mut()
-            .insert(DhcpOption::RequestedIpAddress([192, 168, 50, 7].into()));
+        m.opts_mut().insert(DhcpOption::RequestedIpAddress([192, 168, 50, 7].into()));
     });
     let got = decode(ok(&mut s, &p, NOW).reply.as_ref().unwrap()).yiaddr();
     assert!(s.pools[0].in_range(got));
@@ -404,14 +321,8 @@ fn static_lease_honoured_and_never_given_to_another() {
         m.opts_mut().insert(DhcpOption::RequestedIpAddress(NAS_IP));
     });
     assert_ne!(decode(ok(&mut s, &p, NOW).reply.as_ref().unwrap()).yiaddr(), NAS_IP);
-    assert_eq!(
-        ok(&mut s, &select(mac(1), NAS_IP), NOW).reply.unwrap().kind,
-        MessageType::Nak
-    );
-    assert_eq!(
-        ok(&mut s, &renew(mac(1), NAS_IP), NOW).reply.unwrap().kind,
-        MessageType::Nak
-    );
+    assert_eq!(ok(&mut s, &select(mac(1), NAS_IP), NOW).reply.unwrap().kind, MessageType::Nak);
+    assert_eq!(ok(&mut s, &renew(mac(1), NAS_IP), NOW).reply.unwrap().kind, MessageType::Nak);
     // Even once the static client released it, the whole pool handed out never includes it.
     let rel = pkt(MessageType::Release, NAS_MAC, |m| {
         m.set_ciaddr(NAS_IP);
@@ -428,10 +339,7 @@ fn static_lease_honoured_and_never_given_to_another() {
     assert!(!given.contains(&NAS_IP));
     // The static client asking for a different address is steered to its own.
     assert_eq!(
-        ok(&mut s, &init_reboot(NAS_MAC, [192, 168, 50, 101].into()), NOW)
-            .reply
-            .unwrap()
-            .kind,
+        ok(&mut s, &init_reboot(NAS_MAC, [192, 168, 50, 101].into()), NOW).reply.unwrap().kind,
         MessageType::Nak
     );
     assert_eq!(dora(&mut s, NAS_MAC, NOW).0, NAS_IP);
@@ -443,8 +351,7 @@ fn static_address_moves_between_client_ids_of_one_mac() {
     dora(&mut s, NAS_MAC, NOW);
     // The same machine booting another OS, with a client identifier this time.
     let p = pkt(MessageType::Request, NAS_MAC, |m| {
-        m.opts_mut()
-            .insert(DhcpOption::ClientIdentifier(b"\x00other-os".to_vec()));
+        m.opts_mut().insert(DhcpOption::ClientIdentifier(b"\x00other-os".to_vec()));
         m.opts_mut().insert(DhcpOption::RequestedIpAddress(NAS_IP));
     });
     let o = ok(&mut s, &p, NOW);
@@ -468,13 +375,7 @@ fn release_frees() {
     let o = ok(&mut s, &rel, NOW + 10);
     assert!(o.reply.is_none());
     let cid = [&[1u8][..], &m[..]].concat();
-    assert_eq!(
-        o.records,
-        vec![Record::Released {
-            client_id: cid.clone(),
-            ip
-        }]
-    );
+    assert_eq!(o.records, vec![Record::Released { client_id: cid.clone(), ip }]);
     assert!(matches!(o.events[..], [LeaseEvent::Released(ref l)] if l.ip == ip));
     assert_eq!(s.leases().count(), 0);
     assert_eq!(s.free_addresses(), free_before + 1);
@@ -505,11 +406,7 @@ fn returning_client_gets_its_previous_address() {
     }
     // Deterministic: a client that once asked for an address gets it again without asking (its hash points
     // elsewhere).
-    let want = (100..200)
-        .rev()
-        .map(|i| Ipv4Addr::new(192, 168, 50, i))
-        .find(|ip| s.pools[0].is_free(*ip))
-        .unwrap();
+    let want = (100..200).rev().map(|i| Ipv4Addr::new(192, 168, 50, i)).find(|ip| s.pools[0].is_free(*ip)).unwrap();
     let m = mac(77);
     let p = pkt(MessageType::Discover, m, |x| {
         x.opts_mut().insert(DhcpOption::RequestedIpAddress(want));
@@ -537,10 +434,7 @@ fn decline_quarantines_until_expiry() {
     assert!(o.reply.is_none());
     let until = NOW + 1 + DECLINE_SECS;
     let cid = [&[1u8][..], &m[..]].concat();
-    assert_eq!(
-        o.records,
-        vec![Record::Released { client_id: cid, ip }, Record::Declined { ip, until }]
-    );
+    assert_eq!(o.records, vec![Record::Released { client_id: cid, ip }, Record::Declined { ip, until }]);
     assert!(matches!(o.events[..], [LeaseEvent::Released(_)]));
     assert_eq!(s.declined().collect::<Vec<_>>(), vec![(ip, until)]);
     // Nobody gets it, even when asking, until the quarantine ends.
@@ -553,40 +447,24 @@ fn decline_quarantines_until_expiry() {
         let o = ok(&mut s, &ask(10 + i), NOW + 2);
         assert_ne!(decode(o.reply.as_ref().unwrap()).yiaddr(), ip);
     }
-    assert_eq!(
-        s.handle(&ask(200), any(), NOW + 2).unwrap_err(),
-        DropReason::PoolExhausted
-    );
-    assert_eq!(
-        ok(&mut s, &renew(mac(300), ip), NOW + 2).reply.unwrap().kind,
-        MessageType::Nak
-    );
+    assert_eq!(s.handle(&ask(200), any(), NOW + 2).unwrap_err(), DropReason::PoolExhausted);
+    assert_eq!(ok(&mut s, &renew(mac(300), ip), NOW + 2).reply.unwrap().kind, MessageType::Nak);
     // A decline for an address the client does not hold is ignored (no pool poisoning).
     let bogus = pkt(MessageType::Decline, mac(400), |p| {
-        p.opts_mut()
-            .insert(DhcpOption::RequestedIpAddress([192, 168, 50, 199].into()));
+        p.opts_mut().insert(DhcpOption::RequestedIpAddress([192, 168, 50, 199].into()));
     });
     assert_eq!(s.handle(&bogus, any(), NOW).unwrap_err(), DropReason::UnknownLease);
     // After quarantine (and offer timeouts), it is back.
     assert!(s.expire(until).is_empty());
     s.check_invariants();
     assert!(s.declined().next().is_none());
-    assert_eq!(
-        decode(ok(&mut s, &ask(500), until).reply.as_ref().unwrap()).yiaddr(),
-        ip
-    );
+    assert_eq!(decode(ok(&mut s, &ask(500), until).reply.as_ref().unwrap()).yiaddr(), ip);
 }
 
 #[test]
 fn restored_declines_are_honoured() {
     let ip = Ipv4Addr::new(192, 168, 50, 100);
-    let mut s = Server::new(
-        cfg(),
-        vec![],
-        vec![(ip, NOW + 60), ([192, 168, 50, 101].into(), NOW - 1)],
-        NOW,
-    )
-    .unwrap();
+    let mut s = Server::new(cfg(), vec![], vec![(ip, NOW + 60), ([192, 168, 50, 101].into(), NOW - 1)], NOW).unwrap();
     assert_eq!(s.free_addresses(), 98);
     let p = pkt(MessageType::Discover, mac(1), |x| {
         x.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
@@ -600,20 +478,14 @@ fn inform() {
     let ci = Ipv4Addr::new(192, 168, 50, 9);
     let p = pkt(MessageType::Inform, mac(1), |m| {
         m.set_ciaddr(ci);
-        m.opts_mut().insert(DhcpOption::ParameterRequestList(vec![
-            OptionCode::SubnetMask,
-            OptionCode::BroadcastAddr,
-        ]));
+        m.opts_mut().insert(DhcpOption::ParameterRequestList(vec![OptionCode::SubnetMask, OptionCode::BroadcastAddr]));
     });
     let o = ok(&mut s, &p, NOW);
     assert!(o.records.is_empty() && o.events.is_empty() && s.leases().count() == 0);
     let r = o.reply.unwrap();
     assert_eq!(r.to, Destination::Unicast(SocketAddrV4::new(ci, 68)));
     let a = decode(&r);
-    assert_eq!(
-        (kind(&a), a.yiaddr(), a.ciaddr()),
-        (MessageType::Ack, Ipv4Addr::UNSPECIFIED, ci)
-    );
+    assert_eq!((kind(&a), a.yiaddr(), a.ciaddr()), (MessageType::Ack, Ipv4Addr::UNSPECIFIED, ci));
     assert!(a.opts().get(OptionCode::AddressLeaseTime).is_none());
     assert!(a.opts().get(OptionCode::Renewal).is_none());
     assert!(a.opts().get(OptionCode::SubnetMask).is_some());
@@ -641,14 +513,8 @@ fn relay_uses_relay_pool_and_replies_to_giaddr() {
     let ip = off.yiaddr();
     assert!(s.pools[1].in_range(ip), "{ip} from the relay pool");
     assert_eq!(off.giaddr(), RELAY);
-    assert_eq!(
-        off.opts().get(OptionCode::Router),
-        Some(&DhcpOption::Router(vec![RELAY]))
-    );
-    assert_eq!(
-        off.opts().get(OptionCode::ServerIdentifier),
-        Some(&DhcpOption::ServerIdentifier(SERVER))
-    );
+    assert_eq!(off.opts().get(OptionCode::Router), Some(&DhcpOption::Router(vec![RELAY])));
+    assert_eq!(off.opts().get(OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(SERVER)));
     // Option 82 echoed verbatim, as the last option.
     let tail = [&[82u8, agent_info.len() as u8][..], &agent_info[..], &[255]].concat();
     assert!(r.bytes.windows(tail.len()).any(|w| w == tail));
@@ -669,26 +535,19 @@ fn relay_uses_relay_pool_and_replies_to_giaddr() {
     let o = ok(&mut s, &renew(m, ip), NOW + 100);
     let r = o.reply.unwrap();
     assert_eq!(r.to, Destination::Unicast(SocketAddrV4::new(ip, 68)));
-    assert_eq!(
-        decode(&r).opts().get(OptionCode::Router),
-        Some(&DhcpOption::Router(vec![RELAY]))
-    );
+    assert_eq!(decode(&r).opts().get(OptionCode::Router), Some(&DhcpOption::Router(vec![RELAY])));
     // A relayed INIT-REBOOT for a LAN address: wrong network, NAK to the relay with the broadcast bit.
     let o = s
         .handle(
             &relayed(MessageType::Request, &|p| {
-                p.opts_mut()
-                    .insert(DhcpOption::RequestedIpAddress([192, 168, 50, 120].into()));
+                p.opts_mut().insert(DhcpOption::RequestedIpAddress([192, 168, 50, 120].into()));
             }),
             from,
             NOW,
         )
         .unwrap();
     let r = o.reply.unwrap();
-    assert_eq!(
-        (r.kind, r.to),
-        (MessageType::Nak, Destination::Unicast(SocketAddrV4::new(RELAY, 67)))
-    );
+    assert_eq!((r.kind, r.to), (MessageType::Nak, Destination::Unicast(SocketAddrV4::new(RELAY, 67))));
     assert!(decode(&r).flags().broadcast());
     // No pool for the relay's subnet: dropped.
     let p = pkt(MessageType::Discover, m, |p| {
@@ -721,33 +580,14 @@ fn parameter_request_list() {
             m.opts_mut().insert(DhcpOption::ParameterRequestList(prl));
         })
     };
-    let o = decode(
-        ok(&mut s, &named(vec![OptionCode::SubnetMask, OptionCode::Router]), NOW)
-            .reply
-            .as_ref()
-            .unwrap(),
-    );
+    let o = decode(ok(&mut s, &named(vec![OptionCode::SubnetMask, OptionCode::Router]), NOW).reply.as_ref().unwrap());
     assert!(o.opts().get(OptionCode::BroadcastAddr).is_none());
     assert!(o.opts().get(OptionCode::Hostname).is_none());
-    let prl = vec![
-        OptionCode::BroadcastAddr,
-        OptionCode::Hostname,
-        OptionCode::NtpServers,
-        OptionCode::Unknown(250),
-    ];
+    let prl = vec![OptionCode::BroadcastAddr, OptionCode::Hostname, OptionCode::NtpServers, OptionCode::Unknown(250)];
     let o = decode(ok(&mut s, &named(prl), NOW).reply.as_ref().unwrap());
-    assert_eq!(
-        o.opts().get(OptionCode::BroadcastAddr),
-        Some(&DhcpOption::BroadcastAddr([192, 168, 50, 255].into()))
-    );
-    assert_eq!(
-        o.opts().get(OptionCode::Hostname),
-        Some(&DhcpOption::Hostname("kitchen-pad".into()))
-    );
-    assert!(
-        o.opts().get(OptionCode::NtpServers).is_none(),
-        "what we do not have is not invented"
-    );
+    assert_eq!(o.opts().get(OptionCode::BroadcastAddr), Some(&DhcpOption::BroadcastAddr([192, 168, 50, 255].into())));
+    assert_eq!(o.opts().get(OptionCode::Hostname), Some(&DhcpOption::Hostname("kitchen-pad".into())));
+    assert!(o.opts().get(OptionCode::NtpServers).is_none(), "what we do not have is not invented");
     // Essentials are sent even when not asked for.
     assert!(o.opts().get(OptionCode::SubnetMask).is_some() && o.opts().get(OptionCode::Router).is_some());
 }
@@ -773,20 +613,13 @@ fn hostnames_from_options_are_sanitized() {
             Some("desk"),
         ),
         // 600 bytes (three concatenated option instances): truncated to a 63-byte label.
-        (
-            Box::new(|m| drop(m.opts_mut().insert(DhcpOption::Hostname("x".repeat(600))))),
-            Some(&*"x".repeat(63).leak()),
-        ),
-        (
-            Box::new(|m| drop(m.opts_mut().insert(DhcpOption::Hostname("---".into())))),
-            None,
-        ),
+        (Box::new(|m| drop(m.opts_mut().insert(DhcpOption::Hostname("x".repeat(600))))), Some(&*"x".repeat(63).leak())),
+        (Box::new(|m| drop(m.opts_mut().insert(DhcpOption::Hostname("---".into())))), None),
         // Malformed FQDN (too short): ignored, option 12 used.
         (
             Box::new(|m| {
                 m.opts_mut().insert(DhcpOption::Hostname("fallback".into()));
-                m.opts_mut()
-                    .insert(DhcpOption::Unknown(UnknownOption::new(OptionCode::ClientFQDN, vec![4])));
+                m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(OptionCode::ClientFQDN, vec![4])));
             }),
             Some("fallback"),
         ),
@@ -826,13 +659,7 @@ fn expiry_events() {
     let out = s.expire(NOW + 3600);
     assert_eq!(out.len(), 1);
     let (rec, ev) = &out[0];
-    assert_eq!(
-        *rec,
-        Record::Released {
-            client_id: [&[1u8][..], &mac(1)[..]].concat(),
-            ip: ip1
-        }
-    );
+    assert_eq!(*rec, Record::Released { client_id: [&[1u8][..], &mac(1)[..]].concat(), ip: ip1 });
     assert!(matches!(ev, LeaseEvent::Expired(l) if l.ip == ip1));
     assert_eq!(s.next_expiry(), Some(NOW + 3610));
     assert_eq!(s.expire(NOW + 100_000).len(), 1);
@@ -850,16 +677,7 @@ fn leases_expired_while_down_are_reported_after_restart() {
     let mut s = Server::new(cfg(), vec![l.clone()], vec![], NOW).unwrap();
     assert_eq!(s.next_expiry(), Some(NOW - 5));
     let out = s.expire(NOW);
-    assert_eq!(
-        out,
-        vec![(
-            Record::Released {
-                client_id: l.client_id.clone(),
-                ip: l.ip
-            },
-            LeaseEvent::Expired(l)
-        )]
-    );
+    assert_eq!(out, vec![(Record::Released { client_id: l.client_id.clone(), ip: l.ip }, LeaseEvent::Expired(l))]);
 }
 
 #[test]
@@ -869,8 +687,7 @@ fn not_for_us_releases_the_offer() {
     let ip = decode(ok(&mut s, &discover(mac(1)), NOW).reply.as_ref().unwrap()).yiaddr();
     assert_eq!(s.free_addresses(), free - 1);
     let p = pkt(MessageType::Request, mac(1), |m| {
-        m.opts_mut()
-            .insert(DhcpOption::ServerIdentifier([192, 168, 50, 2].into()));
+        m.opts_mut().insert(DhcpOption::ServerIdentifier([192, 168, 50, 2].into()));
         m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
     });
     assert_eq!(s.handle(&p, any(), NOW).unwrap_err(), DropReason::NotForUs);
@@ -920,10 +737,7 @@ fn discover_flood_keeps_existing_leases_renewable() {
     for &(m, ip) in &bound {
         assert_eq!(ok(&mut s, &renew(m, ip), NOW + 2).reply.unwrap().kind, MessageType::Ack);
         // A bound client that rebooted and forgot its lease is still offered its own address.
-        assert_eq!(
-            decode(ok(&mut s, &discover(m), NOW + 2).reply.as_ref().unwrap()).yiaddr(),
-            ip
-        );
+        assert_eq!(decode(ok(&mut s, &discover(m), NOW + 2).reply.as_ref().unwrap()).yiaddr(), ip);
     }
     // The static client is unaffected too.
     assert_eq!(dora(&mut s, NAS_MAC, NOW + 2).0, NAS_IP);
@@ -940,8 +754,7 @@ fn malformed_inputs_never_panic() {
         m.set_ciaddr(ip).set_giaddr(RELAY);
         m.opts_mut().insert(DhcpOption::Hostname("h".repeat(300)));
         m.opts_mut().insert(DhcpOption::ClientIdentifier(vec![7; 40]));
-        m.opts_mut()
-            .insert(DhcpOption::ParameterRequestList(vec![OptionCode::Hostname; 40]));
+        m.opts_mut().insert(DhcpOption::ParameterRequestList(vec![OptionCode::Hostname; 40]));
     });
     let full = with_relay_info(with_relay_info(full, &[1; 255]), &[2, 3, 4]);
     for p in [discover(mac(2)), select(mac(2), ip), full] {
@@ -959,10 +772,7 @@ fn malformed_inputs_never_panic() {
         p[i] = v;
         p
     };
-    assert_eq!(
-        s.handle(&bad(0, 2), any(), NOW).unwrap_err(),
-        DropReason::NotBootRequest
-    );
+    assert_eq!(s.handle(&bad(0, 2), any(), NOW).unwrap_err(), DropReason::NotBootRequest);
     assert_eq!(s.handle(&bad(1, 6), any(), NOW).unwrap_err(), DropReason::BadHtype);
     for hlen in [0, 5, 7, 16, 17, 255] {
         assert_eq!(s.handle(&bad(2, hlen), any(), NOW).unwrap_err(), DropReason::BadHlen);
@@ -973,16 +783,8 @@ fn malformed_inputs_never_panic() {
         m.opts_mut().insert(DhcpOption::Hostname("x".into()));
     });
     assert_eq!(s.handle(&no_type, any(), NOW).unwrap_err(), DropReason::NoMessageType);
-    for t in [
-        MessageType::Offer,
-        MessageType::Ack,
-        MessageType::Nak,
-        MessageType::Unknown(200),
-    ] {
-        assert_eq!(
-            s.handle(&pkt(t, mac(3), |_| {}), any(), NOW).unwrap_err(),
-            DropReason::BadMessageType
-        );
+    for t in [MessageType::Offer, MessageType::Ack, MessageType::Nak, MessageType::Unknown(200)] {
+        assert_eq!(s.handle(&pkt(t, mac(3), |_| {}), any(), NOW).unwrap_err(), DropReason::BadMessageType);
     }
     // Options that make dhcproto's own decoder debug-panic (81 shorter than 3, 80 with data, 94 short) and
     // over-long client identifiers (concatenated past 255).
@@ -1000,10 +802,7 @@ fn malformed_inputs_never_panic() {
         let _ = s.handle(&p, any(), NOW);
     }
     let long_id: Vec<u8> = [&[53u8, 1, 1][..], &[61, 255], &[9; 255], &[61, 2, 9, 9], &[255]].concat();
-    assert_eq!(
-        s.handle(&[head, &long_id].concat(), any(), NOW).unwrap_err(),
-        DropReason::BadClientId
-    );
+    assert_eq!(s.handle(&[head, &long_id].concat(), any(), NOW).unwrap_err(), DropReason::BadClientId);
     // Overload with sname/file full of garbage.
     let mut p = [head, &[53, 1, 1, 52, 1, 3, 255]].concat();
     p[44..236].fill(0xff);
@@ -1031,10 +830,7 @@ fn random_inputs_property() {
         renew(mac(2), [192, 168, 50, 101].into()),
         init_reboot(mac(3), [192, 168, 50, 102].into()),
         pkt(MessageType::Decline, mac(4), |m| {
-            drop(
-                m.opts_mut()
-                    .insert(DhcpOption::RequestedIpAddress([192, 168, 50, 103].into())),
-            )
+            drop(m.opts_mut().insert(DhcpOption::RequestedIpAddress([192, 168, 50, 103].into())))
         }),
         pkt(MessageType::Release, mac(5), |m| {
             m.set_ciaddr([192, 168, 50, 104]);
@@ -1094,34 +890,10 @@ fn config_validation() {
     bad(&|c| c.range = ([192, 168, 50, 200].into(), [192, 168, 50, 100].into()));
     bad(&|c| c.range.1 = [192, 168, 51, 1].into());
     bad(&|c| c.lease_secs = 5);
-    bad(&|c| {
-        c.static_leases.push(StaticLease {
-            mac: mac(1),
-            ip: NAS_IP,
-            hostname: None,
-        })
-    });
-    bad(&|c| {
-        c.static_leases.push(StaticLease {
-            mac: mac(1),
-            ip: SERVER,
-            hostname: None,
-        })
-    });
-    bad(&|c| {
-        c.static_leases.push(StaticLease {
-            mac: NAS_MAC,
-            ip: [192, 168, 50, 9].into(),
-            hostname: None,
-        })
-    });
-    bad(&|c| {
-        c.static_leases.push(StaticLease {
-            mac: mac(1),
-            ip: [10, 10, 0, 1].into(),
-            hostname: None,
-        })
-    });
+    bad(&|c| c.static_leases.push(StaticLease { mac: mac(1), ip: NAS_IP, hostname: None }));
+    bad(&|c| c.static_leases.push(StaticLease { mac: mac(1), ip: SERVER, hostname: None }));
+    bad(&|c| c.static_leases.push(StaticLease { mac: NAS_MAC, ip: [192, 168, 50, 9].into(), hostname: None }));
+    bad(&|c| c.static_leases.push(StaticLease { mac: mac(1), ip: [10, 10, 0, 1].into(), hostname: None }));
     let e = bad(&|c| {
         c.relay_pools.push(RelayPool {
             subnet: "192.168.0.0/16".parse().unwrap(),
@@ -1145,21 +917,12 @@ fn many_leases_stay_fast() {
     let mut c = DhcpConfig::new([10, 1, 0, 1].into(), "10.1.0.0/16".parse().unwrap());
     c.lease_secs = 3600;
     let leases: Vec<Lease> = (0..10_000u32)
-        .map(|i| {
-            lease_for(
-                Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 2)) + i),
-                mac(i),
-                NOW + 3600,
-            )
-        })
+        .map(|i| lease_for(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 2)) + i), mac(i), NOW + 3600))
         .collect();
     let mut s = Server::new(c, leases, vec![], NOW).unwrap();
     let packets: Vec<(Vec<u8>, Vec<u8>)> = (0..5_000u32)
         .map(|i| {
-            (
-                discover(mac(1_000_000 + i)),
-                renew(mac(i), Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 2)) + i)),
-            )
+            (discover(mac(1_000_000 + i)), renew(mac(i), Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 2)) + i)))
         })
         .collect();
     let start = std::time::Instant::now();
@@ -1170,10 +933,7 @@ fn many_leases_stay_fast() {
         assert_eq!(o.reply.unwrap().kind, MessageType::Ack);
     }
     let el = start.elapsed();
-    eprintln!(
-        "10,000 exchanges with 10,000 leases held: {el:?} ({:.0}/s)",
-        10_000.0 / el.as_secs_f64()
-    );
+    eprintln!("10,000 exchanges with 10,000 leases held: {el:?} ({:.0}/s)", 10_000.0 / el.as_secs_f64());
     // Generous even for an unoptimized build.
     assert!(el.as_secs_f64() < 10.0);
     s.check_invariants();

@@ -6,7 +6,7 @@
 //! so one fsync covers everything that arrived meanwhile.
 
 use super::lease::{LeaseEvent, Record};
-use super::server::{DhcpConfig, Destination, DropReason, Reply, Server, CLIENT_PORT, SERVER_PORT};
+use super::server::{CLIENT_PORT, Destination, DhcpConfig, DropReason, Reply, SERVER_PORT, Server};
 use super::store::{Committer, Durable, LeaseStore};
 use crate::app::Context;
 use crate::config::ConfigError;
@@ -285,8 +285,12 @@ pub async fn serve(
             let totals: Vec<(DropReason, u64)> = server.stats().drops().collect();
             if totals != last_totals {
                 let summary: Vec<String> = totals.iter().map(|(r, n)| format!("{r}={n}")).collect();
-                info!(arp_failures = shell.arp_failures, send_failures = shell.send_failures,
-                      "DHCP drops so far: {}", summary.join(" "));
+                info!(
+                    arp_failures = shell.arp_failures,
+                    send_failures = shell.send_failures,
+                    "DHCP drops so far: {}",
+                    summary.join(" ")
+                );
                 last_totals = totals;
             }
         }
@@ -306,4 +310,3 @@ pub async fn serve(
     info!("DHCP server stopped");
     Ok(())
 }
-

@@ -36,7 +36,7 @@
 
 use super::lease::{Lease, Record};
 use crate::state::write_atomic;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -45,9 +45,9 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
@@ -619,7 +619,8 @@ impl LeaseStore {
     /// larger than the minimum and than the ratio times the live set's size when last measured, or poisoned.
     pub fn compaction_due(&self) -> bool {
         self.poisoned
-            || (self.committed > self.compact_min && self.committed > self.compact_ratio.saturating_mul(self.live_estimate))
+            || (self.committed > self.compact_min
+                && self.committed > self.compact_ratio.saturating_mul(self.live_estimate))
     }
 
     /// Rewrites the log as a snapshot of the live set when it is larger than [`COMPACT_MIN_BYTES`] and
@@ -896,14 +897,13 @@ fn run_committer(mut store: LeaseStore, mut table: LeaseTable, rx: mpsc::Receive
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::io::{BufRead, BufReader, Write};
-    use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
     use std::time::{Duration, Instant};
 
     struct TempDir(PathBuf);
@@ -1444,9 +1444,21 @@ mod tests {
         let secs: f64 = std::env::var("GK_MEASURE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
         println!(
             "{:>7} {:>10} {:>12} {:>11} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9}",
-            "held", "submitters", "records/s", "fsyncs/s", "rec/sync", "p50 us", "p99 us", "max us", "compact", "log KiB"
+            "held",
+            "submitters",
+            "records/s",
+            "fsyncs/s",
+            "rec/sync",
+            "p50 us",
+            "p99 us",
+            "max us",
+            "compact",
+            "log KiB"
         );
-        for held in std::env::var("GK_MEASURE_HELD").map(|s| s.split(",").map(|x| x.parse().unwrap()).collect()).unwrap_or(vec![0u32, 10_000]) {
+        for held in std::env::var("GK_MEASURE_HELD")
+            .map(|s| s.split(",").map(|x| x.parse().unwrap()).collect())
+            .unwrap_or(vec![0u32, 10_000])
+        {
             for submitters in [1u32, 8, 64, 256] {
                 let d = TempDir::new("measure");
                 if held > 0 {
@@ -1472,7 +1484,8 @@ mod tests {
                                 let mut i = 0u32;
                                 while Instant::now() < deadline {
                                     // Renewals of the held leases, or new clients when none are held.
-                                    let n = if held > 0 { (t * 7919 + i) % held } else { 1_000_000 + t * 1_000_000 + i };
+                                    let n =
+                                        if held > 0 { (t * 7919 + i) % held } else { 1_000_000 + t * 1_000_000 + i };
                                     let mut l = lease(n);
                                     l.expires += i as u64;
                                     let s = Instant::now();

@@ -172,18 +172,7 @@ pub fn parse(p: &[u8]) -> Result<Request<'_>, DropReason> {
     }
     slots[2] = None;
 
-    let [
-        hostname,
-        requested,
-        _,
-        msg_type,
-        server_id,
-        prl,
-        max_size,
-        client_id,
-        fqdn,
-        relay,
-    ] = slots;
+    let [hostname, requested, _, msg_type, server_id, prl, max_size, client_id, fqdn, relay] = slots;
     let msg_type = match msg_type {
         None => return Err(DropReason::NoMessageType),
         Some(v) if v.len() == 1 => v[0],

@@ -1,6 +1,6 @@
 //! `gatekeeper lab`: a virtual home network with simulated devices and the real gateway, for trying it safely.
 
-use super::{DhcpClient, Lab, LabOptions, GW_WAN_ADDR};
+use super::{DhcpClient, GW_WAN_ADDR, Lab, LabOptions};
 
 const DEVICE_NAMES: [&str; 8] = ["laptop", "phone", "tv", "printer", "tablet", "console", "speaker", "camera"];
 use crate::net::{netlink::Netlink, subnet};
@@ -97,7 +97,7 @@ pub fn run(args: LabArgs) -> Result<()> {
     println!("Press Ctrl-C to stop; everything is removed.");
 
     rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {

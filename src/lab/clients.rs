@@ -3,7 +3,7 @@
 //! `EVENT ip=... mask=... router=... dns=... domain=... lease=...`.
 
 use super::{Lab, Proc};
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -135,15 +135,22 @@ impl ClientRun {
         let deadline = Instant::now() + timeout;
         loop {
             let events = self.events();
-            if let Some(l) = events.lines().skip(skip).find(|l| names.iter().any(|n| l.split(' ').next() == Some(*n)))
-            {
+            if let Some(l) = events.lines().skip(skip).find(|l| names.iter().any(|n| l.split(' ').next() == Some(*n))) {
                 return Ok(l.to_owned());
             }
             if let Some(st) = self.proc.try_status() {
-                bail!("{} exited ({st}) before {names:?}; events:\n{events}\nlog:\n{}", self.kind.name(), self.proc.log());
+                bail!(
+                    "{} exited ({st}) before {names:?}; events:\n{events}\nlog:\n{}",
+                    self.kind.name(),
+                    self.proc.log()
+                );
             }
             if Instant::now() > deadline {
-                bail!("{} gave no {names:?} within {timeout:?}; events:\n{events}\nlog:\n{}", self.kind.name(), self.proc.log());
+                bail!(
+                    "{} gave no {names:?} within {timeout:?}; events:\n{events}\nlog:\n{}",
+                    self.kind.name(),
+                    self.proc.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -171,7 +178,10 @@ impl ClientRun {
             DhcpClient::Dhcpcd => self.proc.signal(libc::SIGALRM),
             DhcpClient::Dhclient => {
                 let f = |name: &str| self.files.join(name).to_string_lossy().into_owned();
-                lab.run(&self.ns, &["dhclient", "-4", "-r", "-sf", &f("hook"), "-pf", &f("pid"), "-lf", &f("leases"), "eth0"])?;
+                lab.run(
+                    &self.ns,
+                    &["dhclient", "-4", "-r", "-sf", &f("hook"), "-pf", &f("pid"), "-lf", &f("leases"), "eth0"],
+                )?;
             }
         }
         Ok(())

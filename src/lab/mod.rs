@@ -15,10 +15,10 @@ pub mod cli;
 mod clients;
 mod proc;
 
-pub use clients::{field, ClientRun, DhcpClient};
+pub use clients::{ClientRun, DhcpClient, field};
 pub use proc::Proc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -101,11 +101,8 @@ fn lab_id_of(name: &str) -> Option<&str> {
 /// Kills every process inside a namespace we made (dhclient and friends daemonize, so the pids are not our children).
 fn kill_ns_processes(ns: &str) {
     for sig in [libc::SIGTERM, libc::SIGKILL] {
-        let pids: Vec<i32> = ip(&["netns", "pids", ns])
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
+        let pids: Vec<i32> =
+            ip(&["netns", "pids", ns]).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect();
         if pids.is_empty() {
             return;
         }

@@ -1,6 +1,6 @@
 //! A process started by the lab: output to a log file, stopped by pid on drop, dies with its parent thread.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -4,10 +4,10 @@
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
-use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -208,8 +208,10 @@ fn parse_route(m: &RouteMessage) -> Option<Route4> {
     if m.header.address_family != AddressFamily::Inet {
         return None;
     }
-    if !matches!(m.header.kind, RouteType::Unicast | RouteType::Unreachable | RouteType::BlackHole | RouteType::Prohibit)
-    {
+    if !matches!(
+        m.header.kind,
+        RouteType::Unicast | RouteType::Unreachable | RouteType::BlackHole | RouteType::Prohibit
+    ) {
         return None;
     }
     let mut dst = Ipv4Addr::UNSPECIFIED;

@@ -40,7 +40,9 @@ pub enum PlanError {
     NoLanCandidate(String),
     #[error("interface {0:?} does not exist here; the interfaces are: {1}")]
     NoSuchInterface(String, String),
-    #[error("interface {name:?} already has the address {addr}; remove it (ip addr flush dev {name}) to use it as a LAN port")]
+    #[error(
+        "interface {name:?} already has the address {addr}; remove it (ip addr flush dev {name}) to use it as a LAN port"
+    )]
     HasAddress { name: String, addr: Ipv4Net },
     #[error("interface {0:?} is the WAN (it carries the default route); choose another for the LAN or set --wan")]
     IsWan(String),
@@ -74,9 +76,8 @@ fn unsuitable(link: &Link) -> Option<&'static str> {
 
 pub fn plan(snap: &Snapshot, cfg: &Config) -> Result<Plan, PlanError> {
     let all: Vec<&Link> = snap.links.iter().collect();
-    let find = |name: &str| {
-        snap.link(name).cloned().ok_or_else(|| PlanError::NoSuchInterface(name.to_owned(), names(&all)))
-    };
+    let find =
+        |name: &str| snap.link(name).cloned().ok_or_else(|| PlanError::NoSuchInterface(name.to_owned(), names(&all)));
 
     let wan = match &cfg.wan {
         Some(name) => Some(find(name)?),
@@ -152,7 +153,12 @@ mod tests {
                 Addr4 { index: 2, net: "10.0.0.17/24".parse().unwrap() },
             ],
             routes: vec![
-                Route4 { dst: "0.0.0.0/0".parse().unwrap(), oif: Some(2), gateway: Some([10, 0, 0, 1].into()), table: 254 },
+                Route4 {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    oif: Some(2),
+                    gateway: Some([10, 0, 0, 1].into()),
+                    table: 254,
+                },
                 Route4 { dst: "10.0.0.0/24".parse().unwrap(), oif: Some(2), gateway: None, table: 254 },
             ],
         }

@@ -3,10 +3,10 @@
 //! tolerates "already gone"). The journal remembers the boot and the network namespace it belongs to: after a reboot
 //! or in another namespace there is nothing to undo.
 
-use super::netlink::{is_not_found, Netlink};
-use super::plan::{Plan, BRIDGE_NAME};
+use super::netlink::{Netlink, is_not_found};
+use super::plan::{BRIDGE_NAME, Plan};
 use crate::state::write_atomic;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result, anyhow};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::MetadataExt;
@@ -61,7 +61,12 @@ impl Journal {
     fn begin(path: PathBuf) -> Result<Self> {
         let j = Journal {
             path,
-            file: JournalFile { boot_id: boot_id(), netns_inode: netns_inode(), pid: std::process::id(), steps: vec![] },
+            file: JournalFile {
+                boot_id: boot_id(),
+                netns_inode: netns_inode(),
+                pid: std::process::id(),
+                steps: vec![],
+            },
         };
         j.save()?;
         Ok(j)

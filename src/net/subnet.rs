@@ -6,9 +6,7 @@ use std::net::Ipv4Addr;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubnetError {
-    #[error(
-        "subnet {wanted} overlaps {taken}, which is already in use on this machine; choose another with --subnet"
-    )]
+    #[error("subnet {wanted} overlaps {taken}, which is already in use on this machine; choose another with --subnet")]
     Overlaps { wanted: Ipv4Net, taken: Ipv4Net },
     #[error(
         "no free private /{prefix} is left: every candidate in 10.0.0.0/8, 192.168.0.0/16 and 172.16.0.0/12 overlaps \

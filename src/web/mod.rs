@@ -99,7 +99,11 @@ pub async fn serve(ctx: Context) -> Result<()> {
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("web UI cannot listen on {addr}"))?;
     info!("web UI on http://{addr}/");
     let shutdown = ctx.shutdown.clone();
-    let app = Router::new().route("/", get(index)).route("/api/status", get(api_status)).route("/api/dhcp", get(api_dhcp)).with_state(ctx);
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/api/status", get(api_status))
+        .route("/api/dhcp", get(api_dhcp))
+        .with_state(ctx);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     Ok(())
 }
