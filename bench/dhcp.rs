@@ -79,6 +79,15 @@ fn cpu_secs(pid: u32) -> Result<f64> {
     Ok(ticks as f64 / hz)
 }
 
+/// `Udp: RcvbufErrors` of a namespace: datagrams dropped because a socket's receive buffer was full.
+fn udp_rcvbuf_errors(lab: &Lab, ns: &str) -> Result<u64> {
+    let snmp = lab.run(ns, &["cat", "/proc/net/snmp"])?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next().context("snmp")?, udp.next().context("snmp")?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors").context("RcvbufErrors")?;
+    Ok(values.split_whitespace().nth(i).context("value")?.parse()?)
+}
+
 fn start_server(lab: &Lab, server: Server, held: usize, dir: &Path) -> Result<Proc> {
     let gw = lab.gw();
     let expiry = now() + LEASE_SECS;
@@ -210,6 +219,7 @@ fn run_one(server: Server, held: usize, offered: u32, seconds: u64) -> Result<Ou
     let proc = start_server(&lab, server, held, &dir)?;
     let pid = proc.pid();
 
+    let udp_before = (udp_rcvbuf_errors(&lab, &gw)?, udp_rcvbuf_errors(&lab, &lan)?);
     let before = cpu_secs(pid)?;
     let mut perf = lab.cmd(&lan, "perfdhcp");
     perf.args(["-4", "-l", RELAY, "-r", &offered.to_string(), "-p", &seconds.to_string(), "-R", "4000000"])
@@ -226,6 +236,12 @@ fn run_one(server: Server, held: usize, offered: u32, seconds: u64) -> Result<Ou
             eprintln!("  thread {:<20} utime {:>6} stime {:>6} ticks", comm.trim(), f[11], f[12]);
         }
     }
+    let udp_after = (udp_rcvbuf_errors(&lab, &gw)?, udp_rcvbuf_errors(&lab, &lan)?);
+    eprintln!(
+        "  UDP receive-buffer drops: server side {}, perfdhcp side {}",
+        udp_after.0 - udp_before.0,
+        udp_after.1 - udp_before.1
+    );
     let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let discovers = stat(&report, "DISCOVER-OFFER", "sent packets").context(report.clone())? as u64;
     let acks = stat(&report, "REQUEST-ACK", "received packets").context(report.clone())? as u64;

@@ -29,8 +29,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     pub config: Config,
     pub lan: plan::Plan,
-    /// The DHCP server's leases and counters, for the web UI.
-    pub dhcp: tokio::sync::watch::Receiver<std::sync::Arc<crate::dhcp::shell::DhcpView>>,
+    /// Asks the DHCP server for its leases and counters (the web UI).
+    pub dhcp: tokio::sync::mpsc::Sender<crate::dhcp::shell::ViewRequest>,
 }
 
 pub async fn run(config: Config) -> Result<()> {
@@ -57,12 +57,12 @@ pub async fn run(config: Config) -> Result<()> {
     let lan = LanSetup::apply(&nl, plan, state.path()).await?;
     info!(lan = %lan.plan.lan_interface(), address = %lan.plan.router_net(), "LAN ready");
 
-    let (dhcp_views, dhcp) = tokio::sync::watch::channel(Default::default());
+    let (dhcp, dhcp_queries) = tokio::sync::mpsc::channel(16);
     let ctx = Context { shutdown: CancellationToken::new(), config, lan: lan.plan.clone(), dhcp };
     // Subsystems (DHCP, DNS, NAT, web) are spawned here, each stopping when `ctx.shutdown` is cancelled.
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     let (lease_events, _) = tokio::sync::broadcast::channel(1024);
-    tasks.spawn(crate::dhcp::shell::serve(ctx.clone(), lease_events.clone(), dhcp_views));
+    tasks.spawn(crate::dhcp::shell::serve(ctx.clone(), lease_events.clone(), dhcp_queries));
     tasks.spawn(crate::web::serve(ctx.clone()));
 
     // A subsystem that fails ends the program (after teardown) with its error, so a supervisor restarts it.

@@ -123,7 +123,12 @@ impl Shell {
                 }
             }
         };
-        if let Err(e) = self.sock.send_to(&reply.bytes, to).await {
+        // A UDP send almost never blocks: try it directly before involving the reactor.
+        let sent = match self.sock.try_send_to(&reply.bytes, to.into()) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.sock.send_to(&reply.bytes, to).await,
+            other => other,
+        };
+        if let Err(e) = sent {
             self.send_failures += 1;
             if self.send_failures == 1 {
                 warn!("sending a DHCP reply to {to} failed: {e} (further failures are counted)");
@@ -140,7 +145,8 @@ impl Shell {
     }
 }
 
-/// What the rest of the program (web UI) can read about the DHCP server; refreshed at most once a second.
+/// What the rest of the program (web UI) can read about the DHCP server. Built on request only: copying every
+/// lease on a timer would stall the packet loop when the table is large.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct DhcpView {
     pub leases: Vec<super::lease::Lease>,
@@ -175,6 +181,9 @@ fn view(server: &Server, shell: &Shell) -> DhcpView {
     DhcpView { leases, free_addresses: server.free_addresses(), counters }
 }
 
+/// A request for a `DhcpView`, answered on the oneshot.
+pub type ViewRequest = tokio::sync::oneshot::Sender<DhcpView>;
+
 type Held = Vec<(Option<Reply>, Vec<LeaseEvent>)>;
 
 /// Replies and events held back until their records are durable. One function, so one future type for the queue.
@@ -185,7 +194,7 @@ async fn after_sync(durable: Durable, held: Held) -> (Result<()>, Held) {
 pub async fn serve(
     ctx: Context,
     events: broadcast::Sender<LeaseEvent>,
-    views: tokio::sync::watch::Sender<std::sync::Arc<DhcpView>>,
+    mut queries: tokio::sync::mpsc::Receiver<ViewRequest>,
 ) -> Result<()> {
     let cfg = server_config(&ctx)?;
     let now = unix_now();
@@ -210,22 +219,11 @@ pub async fn serve(
     let mut reported: HashSet<DropReason> = HashSet::new();
     let mut last_report = tokio::time::Instant::now();
     let mut last_totals: Vec<(DropReason, u64)> = Vec::new();
-    let mut last_view = tokio::time::Instant::now();
-    let mut view_acks = 0;
-    views.send_replace(std::sync::Arc::new(view(&server, &shell)));
 
+    // One timer for housekeeping (expiry, the UI view, drop reports), re-armed rather than re-created per packet.
+    let tick = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(tick);
     loop {
-        // Expired leases: persisted as released, published as expired.
-        let now = unix_now();
-        let expired = server.expire(now);
-        if !expired.is_empty() {
-            let (records, evs): (Vec<Record>, Vec<LeaseEvent>) = expired.into_iter().unzip();
-            waiting.push_back(after_sync(committer.submit(records), vec![(None, evs)]));
-        }
-        let until_expiry = server.next_expiry().map_or(Duration::from_secs(3600), |t| {
-            Duration::from_secs(t.saturating_sub(now)).max(Duration::from_millis(100))
-        });
-
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             ready = shell.sock.readable() => {
@@ -269,17 +267,22 @@ pub async fn serve(
                     Err(e) => error!("leases could not be stored, their ACKs are withheld: {e:#}"),
                 }
             }
-            _ = tokio::time::sleep(until_expiry.min(Duration::from_millis(200))) => {}
+            Some(reply) = queries.recv() => {
+                let _ = reply.send(view(&server, &shell));
+            }
+            _ = &mut tick => {
+                // Expired leases: persisted as released, published as expired.
+                let now = unix_now();
+                if server.next_expiry().is_some_and(|t| t <= now) {
+                    let (records, evs): (Vec<Record>, Vec<LeaseEvent>) = server.expire(now).into_iter().unzip();
+                    if !records.is_empty() {
+                        waiting.push_back(after_sync(committer.submit(records), vec![(None, evs)]));
+                    }
+                }
+                tick.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
         }
 
-        // Lease changes show within a fifth of a second; counters alone at most once a second.
-        let leases_changed = server.stats().ack + server.stats().release + server.stats().expired != view_acks;
-        let due = if leases_changed { Duration::from_millis(200) } else { Duration::from_secs(1) };
-        if last_view.elapsed() >= due {
-            view_acks = server.stats().ack + server.stats().release + server.stats().expired;
-            last_view = tokio::time::Instant::now();
-            views.send_replace(std::sync::Arc::new(view(&server, &shell)));
-        }
         if last_report.elapsed() >= DROP_REPORT_EVERY {
             last_report = tokio::time::Instant::now();
             let totals: Vec<(DropReason, u64)> = server.stats().drops().collect();
@@ -306,7 +309,14 @@ pub async fn serve(
             }
         }
     }
+    let st = committer.stats();
     committer.shutdown()?;
-    info!("DHCP server stopped");
+    info!(
+        commits = st.commits,
+        records = st.records,
+        largest_batch = st.largest_batch,
+        compactions = st.compactions,
+        "DHCP server stopped"
+    );
     Ok(())
 }

@@ -69,6 +69,8 @@ pub const COMPACT_MIN_BYTES: u64 = 1 << 20;
 pub const COMPACT_RATIO: u64 = 4;
 /// The committer writes at most this many records per fdatasync (more waiting submissions go in the next one).
 pub const MAX_BATCH_RECORDS: usize = 16_384;
+/// How long the committer gathers more records under load before it syncs (group commit's commit delay).
+pub const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 const FRAME_HEADER: usize = 8;
 const TAG_BOUND: u8 = 1;
@@ -833,19 +835,28 @@ impl Drop for Committer {
 
 fn run_committer(mut store: LeaseStore, mut table: LeaseTable, rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     let mut jobs: Vec<Job> = Vec::new();
+    let mut busy = false;
     // recv fails only when every sender is gone and the queue is empty.
     while let Ok(first) = rx.recv() {
         let mut n = first.records.len();
         jobs.push(first);
+        // Under load (the last batch had company), wait a moment for more: fewer fsyncs, each ACK at most
+        // GATHER later. A lone client is synced at once.
+        let deadline = busy.then(|| std::time::Instant::now() + GATHER);
         while n < MAX_BATCH_RECORDS {
-            match rx.try_recv() {
-                Ok(j) => {
+            let next = match deadline {
+                Some(d) => rx.recv_timeout(d.saturating_duration_since(std::time::Instant::now())).ok(),
+                None => rx.try_recv().ok(),
+            };
+            match next {
+                Some(j) => {
                     n += j.records.len();
                     jobs.push(j);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
+        busy = jobs.len() > 1;
         for j in &jobs {
             for r in &j.records {
                 table.apply(r);

@@ -52,7 +52,7 @@ async fn index(State(ctx): State<Context>) -> impl IntoResponse {
     let s = status(&ctx);
     let row = |k: &str, v: &str| format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
     let forwards = if s.port_forwards.is_empty() { "none".to_owned() } else { s.port_forwards.join(", ") };
-    let dhcp = ctx.dhcp.borrow().clone();
+    let dhcp = dhcp_view(&ctx).await;
     let devices: String = dhcp
         .leases
         .iter()
@@ -84,9 +84,17 @@ async fn api_status(State(ctx): State<Context>) -> Json<Status> {
     Json(status(&ctx))
 }
 
+/// The DHCP server's current view; empty if it is not running.
+async fn dhcp_view(ctx: &Context) -> crate::dhcp::shell::DhcpView {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if ctx.dhcp.send(tx).await.is_err() {
+        return Default::default();
+    }
+    rx.await.unwrap_or_default()
+}
+
 async fn api_dhcp(State(ctx): State<Context>) -> impl IntoResponse {
-    let view = ctx.dhcp.borrow().clone();
-    Json(crate::dhcp::shell::DhcpView::clone(&view))
+    Json(dhcp_view(&ctx).await)
 }
 
 fn mac(m: &[u8; 6]) -> String {
