@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   iproute2 iputils-ping procps       # namespaces, veths, ping, sysctl
   isc-dhcp-client udhcpc dhcpcd-base # real DHCP clients for the end-to-end tests
+  kea-admin                          # perfdhcp (relay-mode DHCP test)
   tcpdump curl                       # captures and HTTP checks in tests
   "$@"
 )

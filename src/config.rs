@@ -9,7 +9,7 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/gatekeeper";
@@ -37,6 +37,32 @@ pub struct Config {
     pub web_port: u16,
     pub port_forwards: Vec<PortForward>,
     pub dhcp: DhcpSettings,
+    pub dns: DnsSettings,
+}
+
+/// The `[dns]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Upstream servers; empty: the machine's resolvers (`/etc/resolv.conf`).
+    pub upstreams: Vec<SocketAddr>,
+    /// Cached answers held at most.
+    pub cache_size: usize,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings { upstreams: Vec::new(), cache_size: 10_000 }
+    }
+}
+
+/// Parses an upstream DNS server: `IP` or `IP:PORT` (IPv6 as `[addr]:port`).
+pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        ConfigError(format!("DNS upstream {s:?} is not an address; expected IP or IP:PORT, e.g. 9.9.9.9 or [2620:fe::fe]:53"))
+    })
 }
 
 /// The `[dhcp]` section; what it leaves out is derived from the LAN subnet when the LAN is known.
@@ -214,6 +240,15 @@ pub struct FileConfig {
     #[serde(default)]
     pub forward: Vec<FileForward>,
     pub dhcp: Option<FileDhcp>,
+    pub dns: Option<FileDns>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileDns {
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    pub cache_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -427,7 +462,18 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
         None => DhcpSettings::default(),
     };
 
-    Ok(Config { lan, wan, subnet, state_dir, web_port, port_forwards, dhcp })
+    let mut dns = DnsSettings::default();
+    if let Some(d) = &file.dns {
+        dns.upstreams = d.upstreams.iter().map(|u| parse_upstream(u)).collect::<Result<_, _>>()?;
+        if let Some(n) = d.cache_size {
+            if n == 0 {
+                return err("DNS cache_size 0 is not a size; expected at least 1 (entries)");
+            }
+            dns.cache_size = n;
+        }
+    }
+
+    Ok(Config { lan, wan, subnet, state_dir, web_port, port_forwards, dhcp, dns })
 }
 
 #[cfg(test)]
@@ -633,6 +679,19 @@ mod tests {
         assert!(e.0.contains("\"aa:bb\"") && e.0.contains("expected"), "{e}");
         let e = FileConfig::parse("[dhcp]\nrange = [\"10.0.0.300\", \"10.0.0.5\"]", Path::new("x")).unwrap_err();
         assert!(e.0.contains("range"), "{e}");
+    }
+
+    #[test]
+    fn dns_section() {
+        let f = file("[dns]\nupstreams = [\"9.9.9.9\", \"203.0.113.1:5353\", \"[2620:fe::fe]:53\"]\ncache_size = 500");
+        let c = resolve(Some(f), &EnvConfig::default(), &FlagConfig::default()).unwrap();
+        assert_eq!(c.dns.upstreams[0], "9.9.9.9:53".parse().unwrap());
+        assert_eq!(c.dns.upstreams[1], "203.0.113.1:5353".parse().unwrap());
+        assert_eq!(c.dns.upstreams[2], "[2620:fe::fe]:53".parse().unwrap());
+        assert_eq!(c.dns.cache_size, 500);
+        let e = resolve(Some(file("[dns]\nupstreams = [\"dns.google\"]")), &EnvConfig::default(), &FlagConfig::default())
+            .unwrap_err();
+        assert!(e.0.contains("\"dns.google\"") && e.0.contains("expected"), "{e}");
     }
 
     #[test]

@@ -227,3 +227,28 @@ fn bad_packets_and_a_discover_flood_leave_existing_leases_alone() {
     assert_eq!(drop_lines.len(), nonzero, "one log line per reason: {drop_lines:#?}");
     assert!(view["leases"].as_array().unwrap().iter().any(|l| l["ip"] == ip.as_str()), "{api}");
 }
+
+#[test]
+fn relayed_requests_get_addresses_from_the_relay_pool() {
+    let lab = lab(1);
+    let (gw_ns, lan) = (lab.gw(), lab.client(1));
+    // lan1 plays a relay agent at 10.77.0.2 (perfdhcp in relay mode), reachable from gw on the LAN port.
+    lab.run(&lan, &["ip", "addr", "add", "10.77.0.2/16", "dev", "eth0"]).unwrap();
+    lab.run(&lan, &["ip", "route", "add", "10.0.0.0/24", "dev", "eth0"]).unwrap();
+    lab.run(&gw_ns, &["ip", "route", "add", "10.77.0.0/16", "dev", "gw-lan1"]).unwrap();
+    let mut gw = start(&lab, "[[dhcp.relay]]\nsubnet = \"10.77.0.0/16\"\nrange = [\"10.77.1.1\", \"10.77.1.200\"]\n");
+    wait_log(&mut gw, "DHCP server ready");
+    let out = lab.cmd(&lan, "perfdhcp")
+        .args(["-4", "-l", "10.77.0.2", "-r", "10", "-n", "20", "-R", "1000", "-W", "2000000", "10.0.0.1"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    let acks = report.split("REQUEST-ACK").nth(1).and_then(|s| s.lines().find(|l| l.contains("received packets")));
+    assert_eq!(acks.map(str::trim), Some("received packets: 20"), "{report}");
+    let api = lab.run(&gw_ns, &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/dhcp"]).unwrap();
+    let view: serde_json::Value = serde_json::from_str(&api).unwrap();
+    let leases = view["leases"].as_array().unwrap();
+    assert!(!leases.is_empty());
+    assert!(leases.iter().all(|l| l["ip"].as_str().unwrap().starts_with("10.77.1.")), "{api}");
+}
