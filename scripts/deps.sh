@@ -7,7 +7,7 @@ packages=(
   iproute2 iputils-ping procps       # namespaces, veths, ping, sysctl
   isc-dhcp-client udhcpc dhcpcd-base # real DHCP clients for the end-to-end tests
   kea-admin                          # perfdhcp (relay-mode DHCP test)
-  tcpdump curl                       # captures and HTTP checks in tests
+  tcpdump curl iptables              # captures, HTTP checks and NFQUEUE rules in tests
   "$@"
 )
 

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod config;
+pub mod datapath;
 pub mod dhcp;
 pub mod lab;
 pub mod logging;
