@@ -24,6 +24,8 @@ enum Undo {
     Detach { ifname: String },
     SetDown { ifname: String },
     Sysctl { key: String, value: String },
+    /// Our GK-* firewall chains.
+    Firewall,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,6 +97,10 @@ async fn undo(nl: &Netlink, steps: &[Undo]) -> usize {
                     warn!("restoring {key}: {e:#}");
                     failures += 1;
                 }
+                continue;
+            }
+            Undo::Firewall => {
+                super::firewall::remove();
                 continue;
             }
             Undo::DeleteLink { name } => match index(name) {
@@ -209,6 +215,22 @@ impl LanSetup {
             .map_err(|e| anyhow!("cannot add {} to {lan}: {e}", plan.router_net()))?;
         nl.set_up(lan_index, true).await.map_err(|e| anyhow!("cannot bring {lan} up: {e}"))?;
         Ok(lan_index)
+    }
+
+    /// Sets a sysctl, remembering the old value for teardown (and for the next start after a crash).
+    pub fn set_sysctl(&mut self, key: &str, value: &str) -> Result<()> {
+        let old = read_sysctl(key)?;
+        if old == value {
+            return Ok(());
+        }
+        self.journal.push(Undo::Sysctl { key: key.into(), value: old })?;
+        write_sysctl(key, value)
+    }
+
+    /// Installs the NAT's firewall rules, to be removed at teardown (or by the next start after a crash).
+    pub fn install_firewall(&mut self, rules: &super::firewall::Rules) -> Result<()> {
+        self.journal.push(Undo::Firewall)?;
+        super::firewall::install(rules)
     }
 
     /// Restores everything `apply` changed and removes the journal.
