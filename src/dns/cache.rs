@@ -63,7 +63,11 @@ impl Cache {
 
     fn unlink(&mut self, i: u32) {
         let (p, n) = (self.slots[i as usize].prev, self.slots[i as usize].next);
-        if p == NIL { self.head = n } else { self.slots[p as usize].next = n }
+        if p == NIL {
+            self.head = n
+        } else {
+            self.slots[p as usize].next = n
+        }
         if n == NIL { self.tail = p } else { self.slots[n as usize].prev = p }
     }
 

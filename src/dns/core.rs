@@ -349,7 +349,14 @@ impl Dns {
         if self.cfg.upstreams.is_empty() {
             error_reply(q.id, q.rd, q.cd, &waiter.question, q.edns.map(|_| 0), u16::from(wire::RCODE_SERVFAIL), reply);
             self.stats.servfail += 1;
-            self.log_reply(&waiter, &Arc::from(wire::name_to_string(name)), q.qtype, wire::RCODE_SERVFAIL, now_ms, None);
+            self.log_reply(
+                &waiter,
+                &Arc::from(wire::name_to_string(name)),
+                q.qtype,
+                wire::RCODE_SERVFAIL,
+                now_ms,
+                None,
+            );
             return Handled::Replied;
         }
         if let Some(p) = self.pending.get_mut(key) {
@@ -369,7 +376,20 @@ impl Dns {
             return Handled::Dropped(DropReason::Overloaded);
         }
         let mut upstream_query = Vec::with_capacity(wire::HEADER_LEN + q.name_len + 4 + wire::OPT_LEN);
-        upstream_query.extend_from_slice(&[0, 0, wire::F2_RD, if q.cd { wire::F3_CD } else { 0 }, 0, 1, 0, 0, 0, 0, 0, 1]);
+        upstream_query.extend_from_slice(&[
+            0,
+            0,
+            wire::F2_RD,
+            if q.cd { wire::F3_CD } else { 0 },
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ]);
         upstream_query.extend_from_slice(&key[..q.name_len + 4]);
         push_opt(&mut upstream_query, key[q.name_len + 4] != 0, 0);
         let n = self.cfg.upstreams.len();
@@ -456,7 +476,15 @@ impl Dns {
         Some(p)
     }
 
-    fn log_reply(&mut self, w: &Waiter, name: &Arc<str>, qtype: u16, rcode: u8, now_ms: u64, ips: Option<&Arc<[IpAddr]>>) {
+    fn log_reply(
+        &mut self,
+        w: &Waiter,
+        name: &Arc<str>,
+        qtype: u16,
+        rcode: u8,
+        now_ms: u64,
+        ips: Option<&Arc<[IpAddr]>>,
+    ) {
         let logged = Logged {
             unix_ms: w.arrived_ms,
             name: name.clone(),

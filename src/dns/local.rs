@@ -110,12 +110,11 @@ impl LocalZone {
     pub fn set_host(&mut self, name: Option<&str>, ip: Ipv4Addr, mac: Option<[u8; 6]>) {
         self.remove_host(ip);
         let name = name.map(|n| n.to_ascii_lowercase().into_bytes()).filter(|n| valid_label(n));
-        if let Some(n) = &name {
-            if let Some(old_ip) = self.by_name.insert(n.clone(), ip)
-                && let Some(h) = self.by_ip.get_mut(&old_ip)
-            {
-                h.name = None;
-            }
+        if let Some(n) = &name
+            && let Some(old_ip) = self.by_name.insert(n.clone(), ip)
+            && let Some(h) = self.by_ip.get_mut(&old_ip)
+        {
+            h.name = None;
         }
         self.by_ip.insert(ip, Host { name, mac });
     }

@@ -92,7 +92,7 @@ impl QueryLog {
         if matches!(e.qtype, wire::TYPE_A | wire::TYPE_AAAA) {
             for ip in e.answers.iter() {
                 if let Some(n) = l.names.get_mut(ip) {
-                    if **n != *e.name {
+                    if !Arc::ptr_eq(n, &e.name) {
                         *n = e.name.clone();
                     }
                     continue;

@@ -192,32 +192,36 @@ pub fn parse_query(m: &[u8], key: &mut [u8; MAX_KEY]) -> Result<(Query, usize), 
 
 /// Skips a (possibly compressed) name starting at `at`; returns the offset after it. A pointer must point
 /// strictly backwards (to a prior name), which also rules out loops.
-pub fn skip_name(m: &[u8], mut at: usize) -> Result<usize, ()> {
+pub fn skip_name(m: &[u8], mut at: usize) -> Result<usize, Malformed> {
     let start = at;
     loop {
-        let len = *m.get(at).ok_or(())?;
+        let len = *m.get(at).ok_or(Malformed)?;
         match len & 0xc0 {
             0x00 => {
                 at += 1 + len as usize;
                 if at > m.len() || at - start > MAX_NAME {
-                    return Err(());
+                    return Err(Malformed);
                 }
                 if len == 0 {
                     return Ok(at);
                 }
             }
             0xc0 => {
-                let b = *m.get(at + 1).ok_or(())?;
+                let b = *m.get(at + 1).ok_or(Malformed)?;
                 let target = usize::from(len & 0x3f) << 8 | usize::from(b);
                 if target >= start || target < HEADER_LEN {
-                    return Err(());
+                    return Err(Malformed);
                 }
                 return Ok(at + 2);
             }
-            _ => return Err(()),
+            _ => return Err(Malformed),
         }
     }
 }
+
+/// A message whose framing does not hold (bad name, record past the end, forward pointer, misplaced OPT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
 
 /// One resource record's framing.
 #[derive(Debug, Clone, Copy)]
@@ -230,15 +234,15 @@ pub struct Rr {
     pub end: usize,
 }
 
-pub fn read_rr(m: &[u8], at: usize) -> Result<Rr, ()> {
+pub fn read_rr(m: &[u8], at: usize) -> Result<Rr, Malformed> {
     let n = skip_name(m, at)?;
     if n + 10 > m.len() {
-        return Err(());
+        return Err(Malformed);
     }
     let rdlen = be16(m, n + 8) as usize;
     let end = n + 10 + rdlen;
     if end > m.len() {
-        return Err(());
+        return Err(Malformed);
     }
     Ok(Rr { start: at, name_len: n - at, rtype: be16(m, n), ttl_at: n + 4, rdata: n + 10, end })
 }
@@ -263,7 +267,7 @@ pub struct Walk {
 }
 
 /// Walks every RR of an upstream message whose question was already checked to end at `question_end`.
-pub fn walk_answer(m: &[u8], question_end: usize) -> Result<Walk, ()> {
+pub fn walk_answer(m: &[u8], question_end: usize) -> Result<Walk, Malformed> {
     let (an, ns, ar) = (be16(m, 6) as usize, be16(m, 8) as usize, be16(m, 10) as usize);
     let mut w = Walk { rrs: Vec::with_capacity(an + ns + ar), opt: None, end: question_end };
     let mut at = question_end;
@@ -278,7 +282,7 @@ pub fn walk_answer(m: &[u8], question_end: usize) -> Result<Walk, ()> {
         };
         if rr.rtype == TYPE_OPT {
             if section != Section::Additional || w.opt.is_some() || rr.name_len != 1 {
-                return Err(());
+                return Err(Malformed);
             }
             w.opt = Some((m[rr.ttl_at], rr));
         } else {
