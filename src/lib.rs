@@ -4,6 +4,7 @@ pub mod app;
 pub mod config;
 pub mod datapath;
 pub mod dhcp;
+pub mod dns;
 pub mod lab;
 pub mod logging;
 pub mod net;
