@@ -29,8 +29,10 @@ pub struct Context {
     pub shutdown: CancellationToken,
     pub config: Config,
     pub lan: plan::Plan,
-    /// Asks the DHCP server for its leases and counters (the web UI).
+    /// Asks the DHCP server for its leases and counters (the web UI, the DNS local zone).
     pub dhcp: tokio::sync::mpsc::Sender<crate::dhcp::shell::ViewRequest>,
+    /// Asks the DNS server for its per-device query logs and counters (the web UI).
+    pub dns: tokio::sync::mpsc::Sender<crate::dns::shell::ViewRequest>,
 }
 
 pub async fn run(config: Config) -> Result<()> {
@@ -58,11 +60,13 @@ pub async fn run(config: Config) -> Result<()> {
     info!(lan = %lan.plan.lan_interface(), address = %lan.plan.router_net(), "LAN ready");
 
     let (dhcp, dhcp_queries) = tokio::sync::mpsc::channel(16);
-    let ctx = Context { shutdown: CancellationToken::new(), config, lan: lan.plan.clone(), dhcp };
+    let (dns, dns_queries) = tokio::sync::mpsc::channel(16);
+    let ctx = Context { shutdown: CancellationToken::new(), config, lan: lan.plan.clone(), dhcp, dns };
     // Subsystems (DHCP, DNS, NAT, web) are spawned here, each stopping when `ctx.shutdown` is cancelled.
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
-    let (lease_events, _) = tokio::sync::broadcast::channel(1024);
+    let (lease_events, dns_leases) = tokio::sync::broadcast::channel(1024);
     tasks.spawn(crate::dhcp::shell::serve(ctx.clone(), lease_events.clone(), dhcp_queries));
+    tasks.spawn(crate::dns::shell::serve(ctx.clone(), dns_leases, dns_queries));
     tasks.spawn(crate::web::serve(ctx.clone()));
 
     // A subsystem that fails ends the program (after teardown) with its error, so a supervisor restarts it.

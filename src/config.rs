@@ -61,7 +61,9 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfigError> {
         return Ok(SocketAddr::new(ip, 53));
     }
     s.parse::<SocketAddr>().map_err(|_| {
-        ConfigError(format!("DNS upstream {s:?} is not an address; expected IP or IP:PORT, e.g. 9.9.9.9 or [2620:fe::fe]:53"))
+        ConfigError(format!(
+            "DNS upstream {s:?} is not an address; expected IP or IP:PORT, e.g. 9.9.9.9 or [2620:fe::fe]:53"
+        ))
     })
 }
 
@@ -689,8 +691,9 @@ mod tests {
         assert_eq!(c.dns.upstreams[1], "203.0.113.1:5353".parse().unwrap());
         assert_eq!(c.dns.upstreams[2], "[2620:fe::fe]:53".parse().unwrap());
         assert_eq!(c.dns.cache_size, 500);
-        let e = resolve(Some(file("[dns]\nupstreams = [\"dns.google\"]")), &EnvConfig::default(), &FlagConfig::default())
-            .unwrap_err();
+        let e =
+            resolve(Some(file("[dns]\nupstreams = [\"dns.google\"]")), &EnvConfig::default(), &FlagConfig::default())
+                .unwrap_err();
         assert!(e.0.contains("\"dns.google\"") && e.0.contains("expected"), "{e}");
     }
 

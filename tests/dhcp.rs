@@ -238,7 +238,8 @@ fn relayed_requests_get_addresses_from_the_relay_pool() {
     lab.run(&gw_ns, &["ip", "route", "add", "10.77.0.0/16", "dev", "gw-lan1"]).unwrap();
     let mut gw = start(&lab, "[[dhcp.relay]]\nsubnet = \"10.77.0.0/16\"\nrange = [\"10.77.1.1\", \"10.77.1.200\"]\n");
     wait_log(&mut gw, "DHCP server ready");
-    let out = lab.cmd(&lan, "perfdhcp")
+    let out = lab
+        .cmd(&lan, "perfdhcp")
         .args(["-4", "-l", "10.77.0.2", "-r", "10", "-n", "20", "-R", "1000", "-W", "2000000", "10.0.0.1"])
         .output()
         .unwrap();

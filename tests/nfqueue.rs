@@ -3,7 +3,7 @@
 
 mod common;
 
-use gatekeeper::datapath::nfqueue::{Queue, QueueOptions, HOOK_PRE_ROUTING, NF_ACCEPT};
+use gatekeeper::datapath::nfqueue::{HOOK_PRE_ROUTING, NF_ACCEPT, Queue, QueueOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,8 +14,25 @@ fn queued_packets_pass_on_our_verdict_and_are_dropped_without_us() {
     let (gw, lan) = (lab.gw(), lab.client(1));
     lab.run(&gw, &["ip", "addr", "add", "10.9.0.1/24", "dev", "gw-lan1"]).unwrap();
     lab.run(&lan, &["ip", "addr", "add", "10.9.0.2/24", "dev", "eth0"]).unwrap();
-    lab.run(&gw, &["iptables", "-t", "raw", "-A", "PREROUTING", "-i", "gw-lan1", "-p", "icmp", "-j", "NFQUEUE", "--queue-num", "7"])
-        .unwrap();
+    lab.run(
+        &gw,
+        &[
+            "iptables",
+            "-t",
+            "raw",
+            "-A",
+            "PREROUTING",
+            "-i",
+            "gw-lan1",
+            "-p",
+            "icmp",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            "7",
+        ],
+    )
+    .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicU64::new(0));

@@ -206,8 +206,9 @@ impl Queue {
     fn configure(&mut self, opts: &QueueOptions) -> io::Result<()> {
         let num = self.num;
         // Bind the queue (family AF_UNSPEC in the command's pf field is fine on current kernels).
-        self.config(|b| attr(b, NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, libc::AF_INET as u8]))
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind NFQUEUE {num} (is another program using it?): {e}")))?;
+        self.config(|b| attr(b, NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, libc::AF_INET as u8])).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot bind NFQUEUE {num} (is another program using it?): {e}"))
+        })?;
         self.config(|b| {
             let mut p = (BUF_SIZE as u32).to_be_bytes().to_vec();
             p.push(NFQNL_COPY_PACKET);
@@ -270,7 +271,13 @@ impl Queue {
         }
         // SAFETY: headers point at our own buffers.
         let got = unsafe {
-            libc::recvmmsg(self.fd.as_raw_fd(), self.hdrs.as_mut_ptr(), n as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
         self.slots.clear();
         if got < 0 {

@@ -145,7 +145,7 @@ impl std::fmt::Display for DropReason {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Client messages received.
     pub queries: u64,

@@ -10,10 +10,20 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Who made a query: the MAC when DHCP told us one for the client's address, else the address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
     Mac([u8; 6]),
     Ip(IpAddr),
+}
+
+/// In JSON a device is its MAC (`aa:bb:..`) or its address, as text.
+impl serde::Serialize for Device {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Device::Mac(m) => s.serialize_str(&crate::dhcp::server::fmt_mac(m)),
+            Device::Ip(ip) => s.collect_str(ip),
+        }
+    }
 }
 
 /// One logged query, as the rest of the program reads it.

@@ -11,7 +11,7 @@
 //! - filter: from the WAN, the router accepts only replies to its own connections (conntrack still tracks the
 //!   router's own traffic); WAN -> LAN passes only what we translated (marked).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 use std::io::Write;
 use std::net::Ipv4Addr;

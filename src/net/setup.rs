@@ -19,11 +19,23 @@ const IP_FORWARD: &str = "net/ipv4/ip_forward";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "undo", rename_all = "snake_case")]
 enum Undo {
-    DeleteLink { name: String },
-    RemoveAddr { ifname: String, net: Ipv4Net },
-    Detach { ifname: String },
-    SetDown { ifname: String },
-    Sysctl { key: String, value: String },
+    DeleteLink {
+        name: String,
+    },
+    RemoveAddr {
+        ifname: String,
+        net: Ipv4Net,
+    },
+    Detach {
+        ifname: String,
+    },
+    SetDown {
+        ifname: String,
+    },
+    Sysctl {
+        key: String,
+        value: String,
+    },
     /// Our GK-* firewall chains.
     Firewall,
 }

@@ -97,6 +97,16 @@ async fn api_dhcp(State(ctx): State<Context>) -> impl IntoResponse {
     Json(dhcp_view(&ctx).await)
 }
 
+/// Per-device DNS query logs and the resolver's counters.
+async fn api_dns(State(ctx): State<Context>) -> impl IntoResponse {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let view = match ctx.dns.send(tx).await {
+        Ok(()) => rx.await.unwrap_or_default(),
+        Err(_) => Default::default(),
+    };
+    Json(view)
+}
+
 fn mac(m: &[u8; 6]) -> String {
     crate::dhcp::server::fmt_mac(m)
 }
@@ -111,6 +121,7 @@ pub async fn serve(ctx: Context) -> Result<()> {
         .route("/", get(index))
         .route("/api/status", get(api_status))
         .route("/api/dhcp", get(api_dhcp))
+        .route("/api/dns", get(api_dns))
         .with_state(ctx);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     Ok(())

@@ -1,0 +1,384 @@
+//! The DNS socket shell: UDP and TCP port 53 on the router's LAN address (bound to the LAN interface, so nothing
+//! arriving from the WAN reaches it), upstream queries from fresh sockets with random source ports (RFC 5452),
+//! and the sans-IO `Dns` core in between.
+//!
+//! It runs on a thread of its own with a single-threaded runtime: the core is owned by one loop, no locks. Client
+//! datagrams come in with one `recvmmsg` per batch and cached answers leave with one `sendmmsg`.
+
+use super::resolvconf;
+use super::{Action, ClientRef, Device, Dns, DnsConfig, Handled, LogEntry, QueryHandle, Transport};
+use crate::app::Context;
+use crate::dhcp::lease::LeaseEvent;
+use crate::net::mmsg::{RecvBatch, SendBatch};
+use anyhow::{Context as _, Result, anyhow};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
+
+const BATCH: usize = 64;
+/// Client TCP connections served at once; more are closed at once (a counted drop).
+const MAX_TCP_CLIENTS: usize = 128;
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// An upstream socket never lives longer than this, whatever the core thinks.
+const UPSTREAM_LIMIT: Duration = Duration::from_secs(10);
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What the web UI can read: upstreams, counters, and each device's recent queries.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct DnsView {
+    pub upstreams: Vec<SocketAddr>,
+    pub stats: serde_json::Value,
+    pub devices: Vec<DeviceQueries>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct DeviceQueries {
+    pub device: Device,
+    pub queries: Vec<LogEntry>,
+}
+
+pub type ViewRequest = oneshot::Sender<DnsView>;
+
+/// Upstreams from the config, else the machine's resolvers (never ourselves).
+pub fn upstreams(ctx: &Context) -> Vec<SocketAddr> {
+    if !ctx.config.dns.upstreams.is_empty() {
+        return ctx.config.dns.upstreams.clone();
+    }
+    let files: Vec<&std::path::Path> = resolvconf::SYSTEM_FILES.iter().map(std::path::Path::new).collect();
+    resolvconf::system_upstreams(&files, &[IpAddr::V4(ctx.lan.router)])
+}
+
+fn bind_udp(ip: Ipv4Addr, ifname: &str) -> Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.bind_device(Some(ifname.as_bytes()))?;
+    s.set_recv_buffer_size(4 << 20)?;
+    s.set_send_buffer_size(4 << 20)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddrV4::new(ip, 53).into()).with_context(|| format!("cannot listen on {ip}:53 (UDP)"))?;
+    Ok(UdpSocket::from_std(s.into())?)
+}
+
+fn bind_tcp(ip: Ipv4Addr, ifname: &str) -> Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind_device(Some(ifname.as_bytes()))?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddrV4::new(ip, 53).into()).with_context(|| format!("cannot listen on {ip}:53 (TCP)"))?;
+    s.listen(128)?;
+    Ok(TcpListener::from_std(s.into())?)
+}
+
+/// Asks an upstream over UDP from a fresh socket: the kernel picks a random source port for each one, and the
+/// connected socket only takes datagrams from that upstream.
+async fn ask_udp(upstream: SocketAddr, query: Vec<u8>) -> Result<Vec<u8>> {
+    let local: SocketAddr = if upstream.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+    let s = UdpSocket::bind(local).await?;
+    s.connect(upstream).await?;
+    s.send(&query).await?;
+    let mut buf = vec![0u8; 4096];
+    let n = s.recv(&mut buf).await?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+async fn ask_tcp(upstream: SocketAddr, query: Vec<u8>) -> Result<Vec<u8>> {
+    let mut s = TcpStream::connect(upstream).await?;
+    let mut msg = Vec::with_capacity(query.len() + 2);
+    msg.extend_from_slice(&(query.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&query);
+    s.write_all(&msg).await?;
+    let len = s.read_u16().await? as usize;
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// One client TCP connection: length-prefixed queries in, answers out, closed when idle.
+async fn serve_tcp(
+    stream: TcpStream,
+    client: ClientRef,
+    to_core: mpsc::Sender<(ClientRef, Vec<u8>)>,
+    mut answers: mpsc::Receiver<Vec<u8>>,
+    closed: mpsc::UnboundedSender<u64>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let reader = async {
+        loop {
+            let len = match tokio::time::timeout(TCP_IDLE, rd.read_u16()).await {
+                Ok(Ok(l)) => l as usize,
+                _ => return,
+            };
+            let mut q = vec![0u8; len];
+            // A length that the client never fills (oversized claims) ends at the idle timeout.
+            if !matches!(tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut q)).await, Ok(Ok(_))) {
+                return;
+            }
+            if to_core.send((client, q)).await.is_err() {
+                return;
+            }
+        }
+    };
+    let writer = async {
+        while let Some(a) = answers.recv().await {
+            let mut msg = Vec::with_capacity(a.len() + 2);
+            msg.extend_from_slice(&(a.len().min(u16::MAX as usize) as u16).to_be_bytes());
+            msg.extend_from_slice(&a);
+            if wr.write_all(&msg).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = reader => {},
+        _ = writer => {},
+    }
+    let _ = closed.send(client.conn);
+}
+
+/// Runs the DNS server on its own thread until `ctx.shutdown`.
+pub async fn serve(
+    ctx: Context,
+    leases: broadcast::Receiver<LeaseEvent>,
+    views: mpsc::Receiver<ViewRequest>,
+) -> Result<()> {
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new().name("dns".into()).spawn(move || {
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| tokio::task::LocalSet::new().block_on(&rt, run(ctx, leases, views)));
+        let _ = done_tx.send(result);
+    })?;
+    done_rx.await.unwrap_or_else(|_| Err(anyhow!("the DNS thread panicked")))
+}
+
+struct Shell {
+    udp: UdpSocket,
+    inflight: HashMap<QueryHandle, AbortHandle>,
+    conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    responses: mpsc::UnboundedSender<(QueryHandle, Result<Vec<u8>>)>,
+    send_failures: u64,
+}
+
+impl Shell {
+    fn reply(&mut self, to: ClientRef, bytes: &[u8]) {
+        match to.transport {
+            Transport::Udp => {
+                if self.udp.try_send_to(bytes, to.addr).is_err() {
+                    self.send_failures += 1;
+                }
+            }
+            Transport::Tcp => {
+                let ok = self.conns.get(&to.conn).is_some_and(|c| c.try_send(bytes.to_vec()).is_ok());
+                if !ok {
+                    self.send_failures += 1;
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, actions: &mut Vec<Action>) {
+        for a in actions.drain(..) {
+            match a {
+                Action::Reply { to, bytes } => self.reply(to, &bytes),
+                Action::Query { handle, upstream, transport, bytes } => {
+                    let tx = self.responses.clone();
+                    let task = tokio::task::spawn_local(async move {
+                        let answer = match transport {
+                            Transport::Udp => tokio::time::timeout(UPSTREAM_LIMIT, ask_udp(upstream, bytes)).await,
+                            Transport::Tcp => tokio::time::timeout(UPSTREAM_LIMIT, ask_tcp(upstream, bytes)).await,
+                        };
+                        let _ = tx.send((handle, answer.unwrap_or_else(|_| Err(anyhow!("no answer")))));
+                    });
+                    self.inflight.insert(handle, task.abort_handle());
+                }
+                Action::Cancel { handle } => {
+                    if let Some(t) = self.inflight.remove(&handle) {
+                        t.abort();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply_lease(dns: &mut Dns, e: &LeaseEvent) {
+    match e {
+        LeaseEvent::Granted(l) | LeaseEvent::Renewed(l) => dns.set_host(l.hostname.as_deref(), l.ip, Some(l.mac)),
+        LeaseEvent::Released(l) | LeaseEvent::Expired(l) => dns.remove_host(l.ip),
+    }
+}
+
+/// Loads every current lease from the DHCP server into the local zone.
+async fn sync_leases(ctx: &Context, dns: &mut Dns) {
+    let (tx, rx) = oneshot::channel();
+    if ctx.dhcp.send(tx).await.is_ok()
+        && let Ok(view) = rx.await
+    {
+        for l in &view.leases {
+            dns.set_host(l.hostname.as_deref(), l.ip, Some(l.mac));
+        }
+    }
+}
+
+fn view(dns: &Dns) -> DnsView {
+    DnsView {
+        upstreams: dns.upstreams().to_vec(),
+        stats: serde_json::to_value(dns.stats()).unwrap_or_default(),
+        devices: dns.devices().into_iter().map(|d| DeviceQueries { queries: dns.query_log(&d), device: d }).collect(),
+    }
+}
+
+async fn run(
+    ctx: Context,
+    mut leases: broadcast::Receiver<LeaseEvent>,
+    mut views: mpsc::Receiver<ViewRequest>,
+) -> Result<()> {
+    let router = ctx.lan.router;
+    let ifname = ctx.lan.lan_interface().to_owned();
+    let ups = upstreams(&ctx);
+    if ups.is_empty() {
+        warn!("no DNS upstream (none configured, none in /etc/resolv.conf): only local names will resolve");
+    }
+    let mut cfg = DnsConfig::new(router, ctx.lan.subnet, ups.clone());
+    cfg.domain = "lan".into();
+    cfg.cache_entries = ctx.config.dns.cache_size;
+    let mut dns = Dns::new(cfg, u64::from_ne_bytes(rand_seed()));
+    for s in &ctx.config.dhcp.static_leases {
+        dns.set_host(s.hostname.as_deref(), s.ip, Some(s.mac));
+    }
+    sync_leases(&ctx, &mut dns).await;
+
+    let udp = bind_udp(router, &ifname)?;
+    let tcp = bind_tcp(router, &ifname)?;
+    let fd = udp.as_raw_fd();
+    let upstream_list: Vec<String> = ups.iter().map(|u| u.to_string()).collect();
+    info!(address = %router, upstreams = %upstream_list.join(","), "DNS server ready");
+
+    let (responses, mut response_rx) = mpsc::unbounded_channel();
+    let (tcp_tx, mut tcp_rx) = mpsc::channel::<(ClientRef, Vec<u8>)>(1024);
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<u64>();
+    let mut shell = Shell { udp, inflight: HashMap::new(), conns: HashMap::new(), responses, send_failures: 0 };
+    let mut next_conn = 1u64;
+    let mut tcp_refused = 0u64;
+    let mut rb = RecvBatch::new(BATCH, 4096);
+    let mut sb = SendBatch::new(BATCH);
+    let mut reply = Vec::with_capacity(4096);
+    let mut actions = Vec::new();
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
+    let mut armed_for = None;
+
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            ready = shell.udp.readable() => {
+                ready?;
+                loop {
+                    let n = match shell.udp.try_io(Interest::READABLE, || rb.recv(fd)) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => { warn!("DNS receive failed: {e}"); break }
+                    };
+                    let now = now_ms();
+                    for i in 0..n {
+                        let (query, from) = rb.get(i);
+                        let client = ClientRef { addr: SocketAddr::V4(from), transport: Transport::Udp, conn: 0 };
+                        if let Handled::Replied = dns.handle_query(query, client, now, &mut reply, &mut actions) {
+                            sb.slot(from).extend_from_slice(&reply);
+                            sb.commit();
+                        }
+                    }
+                    shell.send_failures += sb.flush(fd) as u64;
+                    shell.dispatch(&mut actions);
+                    if n < BATCH {
+                        break;
+                    }
+                }
+            }
+            Some((handle, answer)) = response_rx.recv() => {
+                shell.inflight.remove(&handle);
+                match answer {
+                    Ok(bytes) => dns.handle_response(handle, &bytes, now_ms(), &mut actions),
+                    Err(e) => {
+                        debug!(?handle, "upstream query failed: {e:#}");
+                        dns.handle_failure(handle, now_ms(), &mut actions)
+                    }
+                }
+                shell.dispatch(&mut actions);
+            }
+            Some((client, query)) = tcp_rx.recv() => {
+                if let Handled::Replied = dns.handle_query(&query, client, now_ms(), &mut reply, &mut actions) {
+                    let r = std::mem::take(&mut reply);
+                    shell.reply(client, &r);
+                    reply = r;
+                }
+                shell.dispatch(&mut actions);
+            }
+            accepted = tcp.accept() => {
+                let Ok((stream, addr)) = accepted else { continue };
+                if shell.conns.len() >= MAX_TCP_CLIENTS {
+                    tcp_refused += 1;
+                    if tcp_refused == 1 {
+                        warn!("too many DNS-over-TCP clients; closing new ones (counted)");
+                    }
+                    continue;
+                }
+                let client = ClientRef { addr, transport: Transport::Tcp, conn: next_conn };
+                next_conn += 1;
+                let (atx, arx) = mpsc::channel(64);
+                shell.conns.insert(client.conn, atx);
+                tokio::task::spawn_local(serve_tcp(stream, client, tcp_tx.clone(), arx, closed_tx.clone()));
+            }
+            Some(conn) = closed_rx.recv() => { shell.conns.remove(&conn); }
+            event = leases.recv() => match event {
+                Ok(e) => apply_lease(&mut dns, &e),
+                Err(broadcast::error::RecvError::Lagged(_)) => sync_leases(&ctx, &mut dns).await,
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
+            Some(req) = views.recv() => { let _ = req.send(view(&dns)); }
+            _ = &mut timer => {
+                // A fired sleep stays ready: park it far away until the core asks again.
+                timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+                armed_for = None;
+                dns.handle_timeout(now_ms(), &mut actions);
+                shell.dispatch(&mut actions);
+            }
+        }
+        // Re-arm the core's timer (upstream retries, SERVFAIL deadlines) when its deadline moved.
+        let next = dns.next_timeout();
+        if next != armed_for {
+            armed_for = next;
+            let wait = next.map_or(Duration::from_secs(3600), |t| Duration::from_millis(t.saturating_sub(now_ms())));
+            timer.as_mut().reset(tokio::time::Instant::now() + wait);
+        }
+    }
+    for (_, t) in shell.inflight.drain() {
+        t.abort();
+    }
+    info!(send_failures = shell.send_failures, tcp_refused, "DNS server stopped");
+    Ok(())
+}
+
+fn rand_seed() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    // getrandom(2) never fails for 8 bytes once the pool is initialised; fall back to the clock if it does.
+    // SAFETY: writes at most 8 bytes into b.
+    if unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) } != 8 {
+        b = now_ms().to_ne_bytes();
+    }
+    b
+}
