@@ -5,6 +5,7 @@ pub mod config;
 pub mod dhcp;
 pub mod lab;
 pub mod logging;
+pub mod nat;
 pub mod net;
 pub mod state;
 pub mod web;
