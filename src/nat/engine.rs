@@ -559,15 +559,11 @@ impl Nat {
     }
 
     fn inbound(&mut self, pkt: &mut [u8], ip: Ipv4, partial: bool, now: u64) -> Verdict {
-        if ip.dst != self.wan {
-            return if self.inside(ip.dst) || ip.dst == self.router {
-                Verdict::Drop(DropReason::Martian)
-            } else {
-                Verdict::Local
-            };
-        }
-        if self.inside(ip.src) || ip.src == self.router {
+        if self.inside(ip.src) || ip.src == self.router || self.inside(ip.dst) || ip.dst == self.router {
             return Verdict::Drop(DropReason::Martian);
+        }
+        if ip.dst != self.wan {
+            return Verdict::Local; // broadcast, multicast, an address the WAN link is about to get, ...
         }
         if ip.is_later_fragment() {
             return Verdict::Drop(DropReason::Fragment);
