@@ -21,6 +21,9 @@ use std::hash::{BuildHasher, Hasher};
 
 pub const NONE: u32 = u32::MAX;
 
+/// Refreshes closer together than this do not move an entry in its list (see `Table::set_class`).
+pub const LAZY_MS: u64 = 1000;
+
 /// A small seeded multiply-rotate hasher (FxHash-style, with a per-table random seed and a final mix so that
 /// keys a LAN host picks cannot be lined up into one bucket chain without knowing the seed).
 #[derive(Clone, Copy)]
@@ -216,6 +219,9 @@ pub struct Session {
     pub last_out_ms: u64,
     pub last_in_ms: u64,
     pub expires_ms: u64,
+    /// The expiry it had when last placed in its class list (the list is sorted by this; `expires_ms` is at most
+    /// `LAZY_MS` later, see `set_class`).
+    pub pos_ms: u64,
     pub counters: Counters,
     pub lru: Links,
     pub sib: Links,
@@ -237,6 +243,8 @@ pub struct Mapping {
     pub last_in_ms: u64,
     /// Upper bound of its sessions' expiries (pinned: unused).
     pub expires_ms: u64,
+    /// When it was last moved to its LRU list's tail.
+    pub moved_ms: u64,
     pub counters: Counters,
     pub lru: Links,
     pub sessions_list: List,
@@ -331,6 +339,7 @@ impl Table {
             last_out_ms: now,
             last_in_ms: 0,
             expires_ms: now,
+            moved_ms: now,
             counters: Counters::default(),
             lru: Links::default(),
             sessions_list: List::default(),
@@ -361,8 +370,12 @@ impl Table {
     pub fn touch_mapping(&mut self, m: u32, now: u64) {
         let mp = &mut self.maps[m as usize];
         mp.last_out_ms = now;
+        if mp.pinned || now.saturating_sub(mp.moved_ms) < LAZY_MS {
+            return;
+        }
+        mp.moved_ms = now;
         let list = &mut self.map_lru[mp.proto as usize][usize::from(mp.in_protected)];
-        if !mp.pinned && list.tail != m {
+        if list.tail != m {
             unlink(&mut self.maps, list, m, mapping_lru);
             push_back(&mut self.maps, list, m, mapping_lru);
         }
@@ -398,6 +411,7 @@ impl Table {
             last_out_ms: now,
             last_in_ms: 0,
             expires_ms: now + self.timeouts_ms[class as usize],
+            pos_ms: now + self.timeouts_ms[class as usize],
             counters: Counters::default(),
             lru: Links::default(),
             sib: Links::default(),
@@ -450,9 +464,17 @@ impl Table {
         let expires = if outbound { now + t } else { sess.expires_ms.min(now + t) };
         sess.expires_ms = expires;
         sess.class = class;
-        if old == class && !outbound {
+        if old == class && (!outbound || expires < sess.pos_ms + LAZY_MS) {
+            // Same class, refreshed by less than LAZY_MS since it was placed: leave it where it is (saves touching
+            // list neighbours on every packet). `expire` may then remove it up to LAZY_MS late; lookups use the
+            // exact `expires_ms`.
+            if outbound {
+                let mp = &mut self.maps[m as usize];
+                mp.expires_ms = mp.expires_ms.max(expires);
+            }
             return;
         }
+        sess.pos_ms = expires;
         unlink(&mut self.sessions, &mut self.classes[old as usize], s, session_lru);
         if outbound {
             push_back(&mut self.sessions, &mut self.classes[class as usize], s, session_lru);
