@@ -274,6 +274,7 @@ pub struct Table {
     pub by_internal: FastMap<u64, u32>,
     pub by_session: FastMap<u128, u32>,
     /// (proto, external port) -> mapping index or NONE.
+    /// Mapping index + 1, 0 = free (so the 768 KiB array is zero-allocated lazily).
     pub by_external: Vec<u32>,
     pub classes: [List; CLASSES],
     /// [proto][protected]
@@ -293,7 +294,7 @@ impl Table {
             free_sessions: Vec::new(),
             by_internal: HashMap::with_hasher(h),
             by_session: HashMap::with_hasher(Seeded(h.0.rotate_left(17) ^ 0x2545_f491_4f6c_dd1d)),
-            by_external: vec![NONE; 3 * 65536],
+            by_external: vec![0; 3 * 65536],
             classes: Default::default(),
             map_lru: Default::default(),
             ephemeral: 0,
@@ -304,8 +305,7 @@ impl Table {
 
     #[inline]
     pub fn mapping_by_external(&self, proto: Protocol, port: u16) -> Option<u32> {
-        let m = self.by_external[ext_index(proto, port)];
-        (m != NONE).then_some(m)
+        self.by_external[ext_index(proto, port)].checked_sub(1)
     }
 
     /// A mapping that still has a session that has not expired (or is pinned): `expire` may lag behind the clock.
@@ -357,7 +357,7 @@ impl Table {
         if index_internal {
             self.by_internal.insert(internal_key(proto, int_ip, int_port), i);
         }
-        self.by_external[ext_index(proto, ext_port)] = i;
+        self.by_external[ext_index(proto, ext_port)] = i + 1;
         if !pinned {
             self.ephemeral += 1;
             push_back(&mut self.maps, &mut self.map_lru[proto as usize][0], i, mapping_lru);
@@ -544,8 +544,8 @@ impl Table {
             self.by_internal.remove(&ik);
         }
         let e = ext_index(proto, ext);
-        if self.by_external[e] == m {
-            self.by_external[e] = NONE;
+        if self.by_external[e] == m + 1 {
+            self.by_external[e] = 0;
         }
         if !pinned {
             unlink(&mut self.maps, &mut self.map_lru[proto as usize][usize::from(prot)], m, mapping_lru);
@@ -607,7 +607,7 @@ impl Table {
     /// `range`, the next free one.
     pub fn free_port(&self, proto: Protocol, preferred: Option<u16>, range: (u16, u16), random: u64) -> Option<u16> {
         if let Some(p) = preferred
-            && self.by_external[ext_index(proto, p)] == NONE
+            && self.by_external[ext_index(proto, p)] == 0
         {
             return Some(p);
         }
@@ -617,7 +617,7 @@ impl Table {
         let base = proto as usize * 65536;
         let slots = &self.by_external[base + usize::from(lo)..=base + usize::from(hi)];
         let start = start as usize;
-        let found = slots[start..].iter().position(|&x| x == NONE).map(|i| start + i).or_else(|| slots[..start].iter().position(|&x| x == NONE));
+        let found = slots[start..].iter().position(|&x| x == 0).map(|i| start + i).or_else(|| slots[..start].iter().position(|&x| x == 0));
         found.map(|i| lo + i as u16)
     }
 }
