@@ -11,7 +11,8 @@ use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 fn nat() -> Nat {
-    let mut cfg = NatConfig::new(Ipv4Addr::new(203, 0, 113, 1), "192.168.1.0/24".parse().unwrap(), Ipv4Addr::new(192, 168, 1, 1));
+    let mut cfg =
+        NatConfig::new(Ipv4Addr::new(203, 0, 113, 1), "192.168.1.0/24".parse().unwrap(), Ipv4Addr::new(192, 168, 1, 1));
     cfg.port_range = (1024, 1100);
     cfg.max_mappings = 16;
     cfg.max_connections = 24;
@@ -30,7 +31,7 @@ fn shape(b: &mut [u8]) {
     if b.len() < 20 {
         return;
     }
-    b[0] = 0x40 | (5 + (b[0] & 1)) ; // IHL 5 or 6
+    b[0] = 0x40 | (5 + (b[0] & 1)); // IHL 5 or 6
     let len = b.len().min(65535) as u16;
     b[2..4].copy_from_slice(&len.to_be_bytes());
     b[6] &= 0x20; // no fragment offset; MF may stay

@@ -33,7 +33,10 @@ pub fn fold(mut s: u64) -> u16 {
 
 /// The pseudo-header sum of TCP/UDP over IPv4 (RFC 793 / RFC 768).
 pub fn pseudo_header(src: u32, dst: u32, proto: u8, l4_len: usize) -> u64 {
-    u64::from(src >> 16) + u64::from(src & 0xffff) + u64::from(dst >> 16) + u64::from(dst & 0xffff)
+    u64::from(src >> 16)
+        + u64::from(src & 0xffff)
+        + u64::from(dst >> 16)
+        + u64::from(dst & 0xffff)
         + u64::from(proto)
         + l4_len as u64
 }

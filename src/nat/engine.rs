@@ -239,8 +239,9 @@ impl Nat {
     /// on both but replies and outbound connections from that endpoint use the first one's external port.
     pub fn set_forwards(&mut self, forwards: Vec<PortForward>) {
         let mut r = Removed::default();
-        let pinned: Vec<u32> =
-            (0..self.t.maps.len() as u32).filter(|&m| self.t.maps[m as usize].live && self.t.maps[m as usize].pinned).collect();
+        let pinned: Vec<u32> = (0..self.t.maps.len() as u32)
+            .filter(|&m| self.t.maps[m as usize].live && self.t.maps[m as usize].pinned)
+            .collect();
         for m in pinned {
             self.t.remove_mapping(m, &mut r);
         }

@@ -565,7 +565,8 @@ impl Table {
                     continue;
                 }
                 let h = self.map_lru[p][prot].head;
-                if h != NONE && best.is_none_or(|b| self.maps[h as usize].last_out_ms < self.maps[b as usize].last_out_ms)
+                if h != NONE
+                    && best.is_none_or(|b| self.maps[h as usize].last_out_ms < self.maps[b as usize].last_out_ms)
                 {
                     best = Some(h);
                 }
@@ -587,7 +588,8 @@ impl Table {
                 .filter(|&h| h != NONE)
                 .min_by_key(|&h| self.sessions[h as usize].expires_ms)
         };
-        pick(&[Class::TcpTransitory, Class::Udp, Class::Icmp]).or_else(|| pick(&[Class::TcpEstablished, Class::UdpAssured]))
+        pick(&[Class::TcpTransitory, Class::Udp, Class::Icmp])
+            .or_else(|| pick(&[Class::TcpEstablished, Class::UdpAssured]))
     }
 
     /// Removes every session whose expiry has come (and ephemeral mappings left without a session).
@@ -617,7 +619,11 @@ impl Table {
         let base = proto as usize * 65536;
         let slots = &self.by_external[base + usize::from(lo)..=base + usize::from(hi)];
         let start = start as usize;
-        let found = slots[start..].iter().position(|&x| x == 0).map(|i| start + i).or_else(|| slots[..start].iter().position(|&x| x == 0));
+        let found = slots[start..]
+            .iter()
+            .position(|&x| x == 0)
+            .map(|i| start + i)
+            .or_else(|| slots[..start].iter().position(|&x| x == 0));
         found.map(|i| lo + i as u16)
     }
 }

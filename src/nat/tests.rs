@@ -31,7 +31,7 @@ fn nat() -> Nat {
 // ---- packet builders ----
 
 fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
-    assert!(options.len() % 4 == 0 && options.len() <= 40);
+    assert!(options.len().is_multiple_of(4) && options.len() <= 40);
     let ihl = 20 + options.len();
     let total = ihl + payload.len();
     let mut p = vec![0u8; total];
@@ -145,10 +145,8 @@ fn assert_checksums(p: &[u8]) {
     let (s, d) = (be32(p, 12), be32(p, 16));
     match p[9] {
         PROTO_TCP => assert_eq!(fold(sum(seg, pseudo_header(s, d, PROTO_TCP, seg.len()))), 0xffff, "TCP checksum"),
-        PROTO_UDP => {
-            if be16(seg, 6) != 0 {
-                assert_eq!(fold(sum(seg, pseudo_header(s, d, PROTO_UDP, seg.len()))), 0xffff, "UDP checksum");
-            }
+        PROTO_UDP if be16(seg, 6) != 0 => {
+            assert_eq!(fold(sum(seg, pseudo_header(s, d, PROTO_UDP, seg.len()))), 0xffff, "UDP checksum")
         }
         PROTO_ICMP => {
             assert_eq!(fold(sum(seg, 0)), 0xffff, "ICMP checksum");
@@ -594,7 +592,11 @@ fn port_forwards() {
     assert_eq!(go(&mut n, &mut p, IN, 1_000_000 * SEC), Verdict::Translated);
     // Replacing the forwards: an ephemeral mapping on the new port gives way.
     let (_, ea) = out(&mut n, udp(A, 6000, R1, 80), 1_000_000 * SEC);
-    n.set_forwards(vec![PortForward { protocols: Protocols::Udp, external_port: ea, internal: SocketAddrV4::new(B, 7) }]);
+    n.set_forwards(vec![PortForward {
+        protocols: Protocols::Udp,
+        external_port: ea,
+        internal: SocketAddrV4::new(B, 7),
+    }]);
     let mut p = udp(R1, 80, WAN, ea);
     assert_eq!(go(&mut n, &mut p, IN, 1_000_000 * SEC), Verdict::Translated);
     assert_eq!((dst(&p), dport(&p)), (B, 7));
