@@ -7,6 +7,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod lab;
 pub mod logging;
+pub mod nat;
 pub mod net;
 pub mod state;
 pub mod web;

@@ -1,0 +1,890 @@
+//! Unit and property tests of the NAT engine with a fake clock. Every translated packet is checked against a
+//! from-scratch recomputation of its checksums (`assert_checksums`).
+
+use super::checksum::{fold, pseudo_header, sum};
+use super::wire::*;
+use super::*;
+use crate::config::{PortForward, Protocols};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+const A: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+const B: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 20);
+const R1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const R2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const R3: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+const HOP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+
+const OUT: PacketMeta = PacketMeta { direction: Direction::Outbound, csum_partial: false };
+const IN: PacketMeta = PacketMeta { direction: Direction::Inbound, csum_partial: false };
+const SEC: u64 = 1000;
+
+fn cfg() -> NatConfig {
+    NatConfig::new(WAN, "192.168.1.0/24".parse().unwrap(), ROUTER)
+}
+
+fn nat() -> Nat {
+    Nat::new(cfg(), 42)
+}
+
+// ---- packet builders ----
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    assert!(options.len().is_multiple_of(4) && options.len() <= 40);
+    let ihl = 20 + options.len();
+    let total = ihl + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x40 | (ihl / 4) as u8;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+    p[6] = 0x40; // DF
+    p[8] = 64;
+    p[9] = proto;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20..ihl].copy_from_slice(options);
+    let c = !fold(sum(&p[..ihl], 0));
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[ihl..].copy_from_slice(payload);
+    p
+}
+
+fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, seg: &mut [u8], at: usize) {
+    seg[at] = 0;
+    seg[at + 1] = 0;
+    let mut c = !fold(sum(seg, pseudo_header(src.into(), dst.into(), proto, seg.len())));
+    if proto == PROTO_UDP && c == 0 {
+        c = 0xffff;
+    }
+    seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+fn tcp_opts(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, payload: &[u8], opts: &[u8]) -> Vec<u8> {
+    let mut seg = vec![0u8; 20 + payload.len()];
+    seg[0..2].copy_from_slice(&sport.to_be_bytes());
+    seg[2..4].copy_from_slice(&dport.to_be_bytes());
+    seg[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+    seg[12] = 5 << 4;
+    seg[13] = flags;
+    seg[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    seg[20..].copy_from_slice(payload);
+    l4_checksum(src, dst, PROTO_TCP, &mut seg, 16);
+    ipv4(src, dst, PROTO_TCP, opts, &seg)
+}
+
+fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
+    tcp_opts(src, sport, dst, dport, flags, b"hello tcp", &[])
+}
+
+fn udp_payload(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8], with_csum: bool) -> Vec<u8> {
+    let mut seg = vec![0u8; 8 + payload.len()];
+    seg[0..2].copy_from_slice(&sport.to_be_bytes());
+    seg[2..4].copy_from_slice(&dport.to_be_bytes());
+    let ulen = seg.len() as u16;
+    seg[4..6].copy_from_slice(&ulen.to_be_bytes());
+    seg[8..].copy_from_slice(payload);
+    if with_csum {
+        l4_checksum(src, dst, PROTO_UDP, &mut seg, 6);
+    }
+    ipv4(src, dst, PROTO_UDP, &[], &seg)
+}
+
+fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    udp_payload(src, sport, dst, dport, b"hello udp!", true)
+}
+
+fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend_from_slice(&rest);
+    m.extend_from_slice(body);
+    let c = !fold(sum(&m, 0));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4(src, dst, PROTO_ICMP, &[], &m)
+}
+
+fn echo(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, id: u16, seq: u16) -> Vec<u8> {
+    let [a, b] = id.to_be_bytes();
+    let [c, d] = seq.to_be_bytes();
+    icmp(src, dst, ty, 0, [a, b, c, d], b"ping payload 0123456789")
+}
+
+/// An ICMP error from `from` to `to` quoting `quoted` (cut to `quote_len` bytes).
+fn error(from: Ipv4Addr, to: Ipv4Addr, ty: u8, code: u8, rest: [u8; 4], quoted: &[u8], quote_len: usize) -> Vec<u8> {
+    icmp(from, to, ty, code, rest, &quoted[..quote_len.min(quoted.len())])
+}
+
+// ---- views of a packet ----
+
+fn src(p: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::from(be32(p, 12))
+}
+fn dst(p: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::from(be32(p, 16))
+}
+fn ihl(p: &[u8]) -> usize {
+    usize::from(p[0] & 15) * 4
+}
+fn sport(p: &[u8]) -> u16 {
+    be16(p, ihl(p))
+}
+fn dport(p: &[u8]) -> u16 {
+    be16(p, ihl(p) + 2)
+}
+fn echo_id(p: &[u8]) -> u16 {
+    be16(p, ihl(p) + 4)
+}
+
+/// Checks the IP header checksum and the full L4 checksum from scratch; for ICMP errors, also the quoted IP header
+/// checksum and, when the quote is whole, the quoted L4 checksum.
+fn assert_checksums(p: &[u8]) {
+    let h = ihl(p);
+    assert_eq!(fold(sum(&p[..h], 0)), 0xffff, "IP header checksum");
+    let total = usize::from(be16(p, 2));
+    let seg = &p[h..total];
+    let (s, d) = (be32(p, 12), be32(p, 16));
+    match p[9] {
+        PROTO_TCP => assert_eq!(fold(sum(seg, pseudo_header(s, d, PROTO_TCP, seg.len()))), 0xffff, "TCP checksum"),
+        PROTO_UDP if be16(seg, 6) != 0 => {
+            assert_eq!(fold(sum(seg, pseudo_header(s, d, PROTO_UDP, seg.len()))), 0xffff, "UDP checksum")
+        }
+        PROTO_ICMP => {
+            assert_eq!(fold(sum(seg, 0)), 0xffff, "ICMP checksum");
+            if matches!(seg[0], ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED) {
+                let q = &seg[8..];
+                let qh = usize::from(q[0] & 15) * 4;
+                assert_eq!(fold(sum(&q[..qh], 0)), 0xffff, "quoted IP header checksum");
+                let qtotal = usize::from(be16(q, 2));
+                if qtotal == q.len() {
+                    assert_checksums(q);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn go(n: &mut Nat, p: &mut [u8], meta: PacketMeta, now: u64) -> Verdict {
+    let v = n.translate(p, meta, now);
+    if v == Verdict::Translated {
+        assert_checksums(p);
+    }
+    v
+}
+
+/// Sends outbound, expects a translation, returns the external port (or echo id).
+fn out(n: &mut Nat, mut p: Vec<u8>, now: u64) -> (Vec<u8>, u16) {
+    assert_eq!(go(n, &mut p, OUT, now), Verdict::Translated);
+    assert_eq!(src(&p), WAN);
+    let port = if p[9] == PROTO_ICMP { echo_id(&p) } else { sport(&p) };
+    (p, port)
+}
+
+// ---- mapping and filtering ----
+
+#[test]
+fn endpoint_independent_mapping_preserves_port() {
+    let mut n = nat();
+    let (p1, e1) = out(&mut n, udp(A, 5000, R1, 53), 0);
+    let (_, e2) = out(&mut n, udp(A, 5000, R2, 53), 0);
+    let (_, e3) = out(&mut n, tcp(A, 5000, R1, 80, TCP_SYN), 0);
+    assert_eq!((e1, e2, e3), (5000, 5000, 5000));
+    assert_eq!((dst(&p1), dport(&p1)), (R1, 53));
+    assert_eq!(n.snapshot(0).mappings.len(), 2, "one UDP and one TCP mapping");
+}
+
+#[test]
+fn endpoint_independent_filtering() {
+    let mut n = nat();
+    // Before any mapping: not ours (the router's own traffic shares the address).
+    let mut p = udp(R3, 9999, WAN, 5000);
+    assert_eq!(go(&mut n, &mut p, IN, 0), Verdict::Local);
+    let mut p = tcp(R3, 9999, WAN, 5000, TCP_SYN);
+    assert_eq!(go(&mut n, &mut p, IN, 0), Verdict::Local);
+
+    out(&mut n, udp(A, 5000, R1, 53), 0);
+    out(&mut n, tcp(A, 5000, R1, 80, TCP_SYN), 0);
+    // A third remote reaches the mapping (UDP, and a TCP SYN: RFC 5382 EIF).
+    let mut p = udp(R3, 9999, WAN, 5000);
+    assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Translated);
+    assert_eq!((src(&p), sport(&p), dst(&p), dport(&p)), (R3, 9999, A, 5000));
+    let mut p = tcp(R3, 9999, WAN, 5000, TCP_SYN);
+    assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Translated);
+    assert_eq!((dst(&p), dport(&p)), (A, 5000));
+    // The internal host answers the SYN: a connection in SYN-received state.
+    out(&mut n, tcp(A, 5000, R3, 9999, TCP_SYN | TCP_ACK), 2);
+    let s = n.snapshot(2);
+    let c = s.connections.iter().find(|c| c.remote == SocketAddrV4::new(R3, 9999) && c.protocol == Protocol::Tcp);
+    assert_eq!(c.unwrap().state, Some(TcpState::SynReceived));
+    // Another port of the WAN address is still not ours.
+    let mut p = udp(R3, 9999, WAN, 5001);
+    assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Local);
+}
+
+#[test]
+fn port_taken_allocates_another_and_both_work() {
+    let mut n = nat();
+    let (_, ea) = out(&mut n, udp(A, 5000, R1, 53), 0);
+    let (_, eb) = out(&mut n, udp(B, 5000, R1, 53), 0);
+    assert_eq!(ea, 5000);
+    assert_ne!(eb, 5000);
+    assert!((1024..=65535).contains(&eb));
+    for (e, host) in [(ea, A), (eb, B)] {
+        let mut p = udp(R1, 53, WAN, e);
+        assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Translated);
+        assert_eq!((dst(&p), dport(&p)), (host, 5000));
+    }
+    // A source port outside the range is never kept (no LAN host takes port 22 of the WAN address).
+    let (_, e) = out(&mut n, tcp(A, 22, R1, 22, TCP_SYN), 0);
+    assert!(e >= 1024);
+}
+
+#[test]
+fn hairpinning_both_ways() {
+    let mut n = nat();
+    let (_, ea) = out(&mut n, udp(A, 5000, R1, 3478), 0);
+    // B sends to A's external endpoint.
+    let mut p = udp(B, 6000, WAN, ea);
+    assert_eq!(go(&mut n, &mut p, OUT, 1), Verdict::Translated);
+    assert_eq!((dst(&p), dport(&p)), (A, 5000));
+    assert_eq!(src(&p), WAN, "source is B's external address (RFC 4787 REQ-9)");
+    let eb = sport(&p);
+    // A answers B's external endpoint.
+    let mut p = udp(A, 5000, WAN, eb);
+    assert_eq!(go(&mut n, &mut p, OUT, 2), Verdict::Translated);
+    assert_eq!((src(&p), sport(&p), dst(&p), dport(&p)), (WAN, ea, B, 6000));
+    // TCP too.
+    let (_, ta) = out(&mut n, tcp(A, 7000, R1, 80, TCP_SYN), 0);
+    let mut p = tcp(B, 7001, WAN, ta, TCP_SYN);
+    assert_eq!(go(&mut n, &mut p, OUT, 3), Verdict::Translated);
+    assert_eq!((src(&p), dst(&p), dport(&p)), (WAN, A, 7000));
+    // To the WAN address with nothing behind: for the router, untouched.
+    let mut p = tcp(B, 7001, WAN, 443, TCP_SYN);
+    let before = p.clone();
+    assert_eq!(go(&mut n, &mut p, OUT, 3), Verdict::Accept);
+    assert_eq!(p, before);
+    assert_eq!(n.stats().hairpinned, 3);
+}
+
+#[test]
+fn icmp_echo_by_identifier() {
+    let mut n = nat();
+    let (p, ia) = out(&mut n, echo(A, R1, ICMP_ECHO_REQUEST, 77, 1), 0);
+    assert_eq!(ia, 77);
+    assert_eq!(dst(&p), R1);
+    let (_, ib) = out(&mut n, echo(B, R1, ICMP_ECHO_REQUEST, 77, 1), 0);
+    assert_ne!(ib, 77);
+    for (id, host) in [(ia, A), (ib, B)] {
+        let mut p = echo(R1, WAN, ICMP_ECHO_REPLY, id, 1);
+        assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Translated);
+        assert_eq!((dst(&p), echo_id(&p)), (host, 77));
+    }
+    // Echo requests to the WAN address are the router's to answer.
+    let mut p = echo(R1, WAN, ICMP_ECHO_REQUEST, 77, 1);
+    assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Local);
+    // An unknown reply id: not ours.
+    let mut p = echo(R1, WAN, ICMP_ECHO_REPLY, 4242, 1);
+    assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Local);
+}
+
+// ---- ICMP errors ----
+
+#[test]
+fn port_unreachable_for_outbound_udp() {
+    let mut n = nat();
+    let (sent, e) = out(&mut n, udp(A, 5000, R1, 53), 0);
+    let mut p = error(R1, WAN, ICMP_DEST_UNREACH, 3, [0; 4], &sent, sent.len());
+    assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Translated);
+    assert_eq!(dst(&p), A);
+    let q = &p[28..];
+    assert_eq!((src(q), sport(q), dst(q), dport(q)), (A, 5000, R1, 53));
+    assert_eq!(n.stats().icmp_errors_translated, 1);
+    // Only 8 bytes of UDP quoted (RFC 792 minimum): still translated.
+    let mut p = error(R1, WAN, ICMP_DEST_UNREACH, 3, [0; 4], &sent, 28);
+    assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Translated);
+    assert_eq!(sport(&p[28..]), 5000);
+    // Quote of a flow we do not know: not ours.
+    let mut other = sent.clone();
+    other[20..22].copy_from_slice(&(e + 1).to_be_bytes());
+    let mut p = error(R1, WAN, ICMP_DEST_UNREACH, 3, [0; 4], &other, other.len());
+    assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Local);
+}
+
+#[test]
+fn fragmentation_needed_for_tcp() {
+    let mut n = nat();
+    let (sent, _) = out(&mut n, tcp(A, 40000, R1, 443, TCP_SYN), 0);
+    let (sent, _) = {
+        let _ = sent;
+        out(&mut n, tcp_opts(A, 40000, R1, 443, TCP_ACK, &[0xab; 1400], &[]), 1)
+    };
+    // A router on the path quotes the whole IP header and 28 bytes (TCP header + a bit): MTU 1280.
+    let mtu = 1280u16.to_be_bytes();
+    for quote in [28, 48, 68] {
+        let mut p = error(HOP, WAN, ICMP_DEST_UNREACH, 4, [0, 0, mtu[0], mtu[1]], &sent, quote);
+        assert_eq!(go(&mut n, &mut p, IN, 2), Verdict::Translated, "quote {quote}");
+        assert_eq!(dst(&p), A);
+        assert_eq!(&p[26..28], &mtu);
+        let q = &p[28..];
+        assert_eq!((src(q), sport(q)), (A, 40000));
+        if quote >= 38 {
+            // The quoted TCP checksum was updated: equal to the original (untranslated) packet's.
+            let original = tcp_opts(A, 40000, R1, 443, TCP_ACK, &[0xab; 1400], &[]);
+            assert_eq!(be16(q, 36), be16(&original, 36));
+        }
+    }
+}
+
+#[test]
+fn time_exceeded_for_traceroute_probes() {
+    let mut n = nat();
+    for ttl in 2..6u16 {
+        let (sent, _) = out(&mut n, udp(A, 33000, R1, 33434 + ttl), u64::from(ttl));
+        let mut p = error(HOP, WAN, ICMP_TIME_EXCEEDED, 0, [0; 4], &sent, sent.len());
+        assert_eq!(go(&mut n, &mut p, IN, u64::from(ttl)), Verdict::Translated);
+        let q = &p[28..];
+        assert_eq!((dst(&p), src(q), sport(q), dport(q)), (A, A, 33000, 33434 + ttl));
+    }
+    // ICMP traceroute (echo probes).
+    let (sent, _) = out(&mut n, echo(A, R1, ICMP_ECHO_REQUEST, 999, 3), 9);
+    let mut p = error(HOP, WAN, ICMP_TIME_EXCEEDED, 0, [0; 4], &sent, sent.len());
+    assert_eq!(go(&mut n, &mut p, IN, 9), Verdict::Translated);
+    assert_eq!((dst(&p), src(&p[28..]), echo_id(&p[28..])), (A, A, 999));
+}
+
+#[test]
+fn outbound_error_about_inbound_packet() {
+    let mut n = nat();
+    let (_, e) = out(&mut n, udp(B, 5353, R1, 5353), 0);
+    let mut inbound = udp(R2, 1111, WAN, e);
+    assert_eq!(go(&mut n, &mut inbound, IN, 1), Verdict::Translated);
+    // B says port unreachable about it.
+    let mut p = error(B, R2, ICMP_DEST_UNREACH, 3, [0; 4], &inbound, inbound.len());
+    assert_eq!(go(&mut n, &mut p, OUT, 2), Verdict::Translated);
+    assert_eq!((src(&p), dst(&p)), (WAN, R2));
+    let q = &p[28..];
+    assert_eq!((src(q), sport(q), dst(q), dport(q)), (R2, 1111, WAN, e));
+    // About a flow with no mapping: never leaves with a private address.
+    let stray = udp(R2, 1111, B, 9);
+    let mut p = error(B, R2, ICMP_DEST_UNREACH, 3, [0; 4], &stray, stray.len());
+    assert_eq!(go(&mut n, &mut p, OUT, 2), Verdict::Drop(DropReason::NoMapping));
+}
+
+#[test]
+fn hairpinned_error() {
+    let mut n = nat();
+    let (_, ea) = out(&mut n, udp(A, 5000, R1, 3478), 0);
+    let mut p = udp(B, 6000, WAN, ea);
+    assert_eq!(go(&mut n, &mut p, OUT, 1), Verdict::Translated);
+    let eb = sport(&p);
+    // A (now holding the hairpinned packet) reports port unreachable to WAN:eb.
+    let mut err = error(A, WAN, ICMP_DEST_UNREACH, 3, [0; 4], &p, p.len());
+    assert_eq!(go(&mut n, &mut err, OUT, 2), Verdict::Translated);
+    assert_eq!((src(&err), dst(&err)), (WAN, B));
+    let q = &err[28..];
+    assert_eq!((src(q), sport(q), dst(q), dport(q)), (B, 6000, WAN, ea));
+    let _ = eb;
+}
+
+// ---- TCP states and timeouts ----
+
+fn handshake(n: &mut Nat, t: u64) -> u16 {
+    let (_, e) = out(n, tcp(A, 40000, R1, 443, TCP_SYN), t);
+    let mut p = tcp(R1, 443, WAN, e, TCP_SYN | TCP_ACK);
+    assert_eq!(go(n, &mut p, IN, t), Verdict::Translated);
+    out(n, tcp(A, 40000, R1, 443, TCP_ACK), t);
+    e
+}
+
+fn conn_state(n: &Nat, now: u64) -> Option<TcpState> {
+    n.snapshot(now).connections.iter().find(|c| c.protocol == Protocol::Tcp).and_then(|c| c.state)
+}
+
+fn inbound_ok(n: &mut Nat, mut p: Vec<u8>, now: u64) -> bool {
+    go(n, &mut p, IN, now) == Verdict::Translated
+}
+
+#[test]
+fn tcp_established_survives_2h4m() {
+    let mut n = nat();
+    let e = handshake(&mut n, 0);
+    assert_eq!(conn_state(&n, 0), Some(TcpState::Established));
+    let t = 7439 * SEC;
+    n.expire(t);
+    assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), t));
+    // Inbound traffic did not refresh: gone at 2 h 4 min after the last outbound packet.
+    n.expire(7441 * SEC);
+    assert!(!inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 7441 * SEC));
+    assert!(n.snapshot(7441 * SEC).connections.is_empty());
+    // Outbound traffic refreshes.
+    let mut n = nat();
+    let e = handshake(&mut n, 0);
+    out(&mut n, tcp(A, 40000, R1, 443, TCP_ACK), 7000 * SEC);
+    n.expire(14000 * SEC);
+    assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 14000 * SEC));
+}
+
+#[test]
+fn tcp_transitory_4_minutes() {
+    // SYN sent, no answer.
+    let mut n = nat();
+    let (_, e) = out(&mut n, tcp(A, 40000, R1, 443, TCP_SYN), 0);
+    assert_eq!(conn_state(&n, 0), Some(TcpState::SynSent));
+    n.expire(239 * SEC);
+    assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_SYN | TCP_ACK), 239 * SEC));
+    // The SYN-ACK came in but the connection is not established until the outbound ACK: no extension.
+    n.expire(241 * SEC);
+    assert!(!inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 241 * SEC));
+
+    // FIN seen (from outside) on an established connection: 4 minutes from then at most.
+    let mut n = nat();
+    let e = handshake(&mut n, 0);
+    assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_FIN | TCP_ACK), 100 * SEC));
+    assert_eq!(conn_state(&n, 100 * SEC), Some(TcpState::Closing));
+    out(&mut n, tcp(A, 40000, R1, 443, TCP_FIN | TCP_ACK), 101 * SEC);
+    n.expire(340 * SEC);
+    assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 340 * SEC));
+    n.expire(342 * SEC);
+    assert!(!inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 342 * SEC));
+
+    // RST from outside: transitory; an inbound RST never extends the expiry.
+    let mut n = nat();
+    let e = handshake(&mut n, 0);
+    assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_RST), 50 * SEC));
+    assert_eq!(conn_state(&n, 50 * SEC), Some(TcpState::Closed));
+    let s = n.snapshot(50 * SEC);
+    assert_eq!(s.connections[0].remaining_ms, 240 * SEC, "min(old expiry, now + 4 min)");
+    // Inbound packets after it extend nothing.
+    assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_RST), 200 * SEC));
+    n.expire(289 * SEC);
+    assert_eq!(n.snapshot(289 * SEC).connections.len(), 1);
+    n.expire(290 * SEC);
+    assert!(n.snapshot(290 * SEC).connections.is_empty());
+    assert!(n.snapshot(290 * SEC).mappings.is_empty());
+
+    // A new SYN on the closed 4-tuple starts over.
+    let mut n = nat();
+    handshake(&mut n, 0);
+    out(&mut n, tcp(A, 40000, R1, 443, TCP_RST), 10);
+    assert_eq!(conn_state(&n, 10), Some(TcpState::Closed));
+    out(&mut n, tcp(A, 40000, R1, 443, TCP_SYN), 20);
+    assert_eq!(conn_state(&n, 20), Some(TcpState::SynSent));
+}
+
+#[test]
+fn udp_5_minutes_inbound_does_not_refresh() {
+    let mut n = nat();
+    let (_, e) = out(&mut n, udp(A, 5000, R1, 53), 0);
+    for t in [100, 200, 299] {
+        n.expire(t * SEC);
+        assert!(inbound_ok(&mut n, udp(R1, 53, WAN, e), t * SEC));
+    }
+    n.expire(300 * SEC);
+    assert!(!inbound_ok(&mut n, udp(R1, 53, WAN, e), 300 * SEC));
+    // Without calling expire, the lookup itself honours the expiry.
+    let mut n = nat();
+    let (_, e) = out(&mut n, udp(A, 5000, R1, 53), 0);
+    assert!(!inbound_ok(&mut n, udp(R1, 53, WAN, e), 301 * SEC));
+    // Outbound refresh.
+    out(&mut n, udp(A, 5000, R1, 53), 302 * SEC);
+    n.expire(600 * SEC);
+    assert!(inbound_ok(&mut n, udp(R1, 53, WAN, e), 600 * SEC));
+}
+
+#[test]
+fn icmp_60_seconds() {
+    let mut n = nat();
+    let (_, id) = out(&mut n, echo(A, R1, ICMP_ECHO_REQUEST, 5, 1), 0);
+    n.expire(59 * SEC);
+    assert!(inbound_ok(&mut n, echo(R1, WAN, ICMP_ECHO_REPLY, id, 1), 59 * SEC));
+    n.expire(60 * SEC);
+    assert!(!inbound_ok(&mut n, echo(R1, WAN, ICMP_ECHO_REPLY, id, 1), 60 * SEC));
+    assert_eq!(n.stats().connections, 0);
+}
+
+#[test]
+fn flood_keeps_tables_bounded_and_established_flows() {
+    let mut c = cfg();
+    c.max_mappings = 10_000;
+    c.max_connections = 20_000;
+    let mut n = Nat::new(c, 7);
+    let mut established = Vec::new();
+    for i in 0..20u16 {
+        let (_, e) = out(&mut n, tcp(A, 30000 + i, R1, 443, TCP_SYN), 0);
+        let mut p = tcp(R1, 443, WAN, e, TCP_SYN | TCP_ACK);
+        assert_eq!(go(&mut n, &mut p, IN, 0), Verdict::Translated);
+        out(&mut n, tcp(A, 30000 + i, R1, 443, TCP_ACK), 0);
+        established.push((30000 + i, e));
+    }
+    // A UDP flow that has seen replies (assured) too.
+    let (_, ue) = out(&mut n, udp(A, 4500, R2, 4500), 0);
+    assert!(inbound_ok(&mut n, udp(R2, 4500, WAN, ue), 0));
+    // 100,000 new flows (SYNs from many hosts and ports to many servers), 1 ms apart.
+    for i in 0..100_000u32 {
+        let host = Ipv4Addr::new(192, 168, 1, 100 + (i % 100) as u8);
+        let sport = 1024 + (i / 100) as u16;
+        let server = Ipv4Addr::from(0x0a00_0000 + i);
+        let mut p = tcp(host, sport, server, 80, TCP_SYN);
+        let t = u64::from(i) + 1;
+        assert_eq!(n.translate(&mut p, OUT, t), Verdict::Translated);
+        if i % 997 == 0 {
+            let s = n.stats();
+            assert!(s.mappings <= 10_000 && s.connections <= 20_000);
+        }
+    }
+    let now = 100_001;
+    let s = n.stats().clone();
+    assert!(s.mappings <= 10_000, "{s:?}");
+    assert!(s.connections <= 20_000, "{s:?}");
+    assert!(s.mappings_evicted > 80_000, "{s:?}");
+    for (sport, e) in established {
+        let mut p = tcp(R1, 443, WAN, e, TCP_ACK);
+        assert_eq!(go(&mut n, &mut p, IN, now), Verdict::Translated);
+        assert_eq!((dst(&p), dport(&p)), (A, sport));
+        out(&mut n, tcp(A, sport, R1, 443, TCP_ACK), now);
+    }
+    assert!(inbound_ok(&mut n, udp(R2, 4500, WAN, ue), now));
+}
+
+#[test]
+fn flood_from_one_socket_evicts_unanswered_first() {
+    let mut c = cfg();
+    c.max_connections = 100;
+    let mut n = Nat::new(c, 7);
+    let e = handshake(&mut n, 0);
+    for i in 0..10_000u32 {
+        let mut p = udp(B, 9000, Ipv4Addr::from(0x0a00_0000 + i), 53);
+        assert_eq!(n.translate(&mut p, OUT, 1 + u64::from(i)), Verdict::Translated);
+    }
+    assert_eq!(n.stats().connections, 100);
+    assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 20_000));
+}
+
+// ---- forwards ----
+
+#[test]
+fn port_forwards() {
+    let mut c = cfg();
+    c.forwards = vec![
+        PortForward { protocols: Protocols::Tcp, external_port: 8080, internal: SocketAddrV4::new(B, 80) },
+        PortForward { protocols: Protocols::Both, external_port: 25565, internal: SocketAddrV4::new(B, 25565) },
+    ];
+    let mut n = Nat::new(c, 1);
+    let mut p = tcp(R1, 50000, WAN, 8080, TCP_SYN);
+    assert_eq!(go(&mut n, &mut p, IN, 0), Verdict::Translated);
+    assert_eq!((dst(&p), dport(&p)), (B, 80));
+    let (p, e) = out(&mut n, tcp(B, 80, R1, 50000, TCP_SYN | TCP_ACK), 1);
+    assert_eq!((e, dst(&p)), (8080, R1));
+    let mut p = udp(R2, 1, WAN, 25565);
+    assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Translated);
+    assert_eq!(dst(&p), B);
+    // UDP 8080 is not forwarded.
+    let mut p = udp(R2, 1, WAN, 8080);
+    assert_eq!(go(&mut n, &mut p, IN, 1), Verdict::Local);
+    // Ephemeral allocation never takes a forwarded port.
+    let (_, e) = out(&mut n, tcp(A, 8080, R1, 80, TCP_SYN), 2);
+    assert_ne!(e, 8080);
+    let (_, e) = out(&mut n, udp(A, 25565, R1, 80), 2);
+    assert_ne!(e, 25565);
+    // Forwards never expire.
+    n.expire(1_000_000 * SEC);
+    let mut p = tcp(R3, 1, WAN, 8080, TCP_SYN);
+    assert_eq!(go(&mut n, &mut p, IN, 1_000_000 * SEC), Verdict::Translated);
+    // Replacing the forwards: an ephemeral mapping on the new port gives way.
+    let (_, ea) = out(&mut n, udp(A, 6000, R1, 80), 1_000_000 * SEC);
+    n.set_forwards(vec![PortForward {
+        protocols: Protocols::Udp,
+        external_port: ea,
+        internal: SocketAddrV4::new(B, 7),
+    }]);
+    let mut p = udp(R1, 80, WAN, ea);
+    assert_eq!(go(&mut n, &mut p, IN, 1_000_000 * SEC), Verdict::Translated);
+    assert_eq!((dst(&p), dport(&p)), (B, 7));
+    let mut p = tcp(R3, 1, WAN, 8080, TCP_SYN);
+    assert_eq!(go(&mut n, &mut p, IN, 1_000_000 * SEC), Verdict::Local);
+    assert_eq!(n.snapshot(0).mappings.iter().filter(|m| m.forward).count(), 1);
+}
+
+// ---- checksums ----
+
+#[test]
+fn udp_checksum_zero_stays_zero() {
+    let mut n = nat();
+    let mut p = udp_payload(A, 5000, R1, 53, b"x", false);
+    assert_eq!(go(&mut n, &mut p, OUT, 0), Verdict::Translated);
+    assert_eq!(be16(&p, 26), 0);
+    let mut p = udp_payload(R1, 53, WAN, 5000, b"x", false);
+    assert_eq!(go(&mut n, &mut p, IN, 0), Verdict::Translated);
+    assert_eq!(be16(&p, 26), 0);
+}
+
+/// The packet as the kernel hands it with CHECKSUM_PARTIAL: the L4 field holds the folded pseudo-header sum.
+fn make_partial(p: &mut [u8]) {
+    let h = ihl(p);
+    let total = usize::from(be16(p, 2));
+    let at = h + if p[9] == PROTO_TCP { 16 } else { 6 };
+    let ps = fold(pseudo_header(be32(p, 12), be32(p, 16), p[9], total - h));
+    p[at..at + 2].copy_from_slice(&ps.to_be_bytes());
+}
+
+#[test]
+fn csum_partial_comes_out_complete() {
+    let mut n = nat();
+    let partial_out = PacketMeta { direction: Direction::Outbound, csum_partial: true };
+    let partial_in = PacketMeta { direction: Direction::Inbound, csum_partial: true };
+    for mut p in [tcp_opts(A, 5000, R1, 80, TCP_SYN, &[7; 3000], &[]), udp_payload(A, 5001, R1, 80, &[9; 1001], true)] {
+        make_partial(&mut p);
+        assert_eq!(go(&mut n, &mut p, partial_out, 0), Verdict::Translated);
+    }
+    let mut p = udp_payload(R1, 80, WAN, 5001, &[1; 77], true);
+    make_partial(&mut p);
+    assert_eq!(go(&mut n, &mut p, partial_in, 0), Verdict::Translated);
+    // Hairpin.
+    let mut p = tcp(B, 1234, WAN, 5000, TCP_SYN);
+    make_partial(&mut p);
+    assert_eq!(go(&mut n, &mut p, partial_out, 0), Verdict::Translated);
+    // The standalone function, on an untranslated packet.
+    let mut p = tcp_opts(A, 1, B, 2, TCP_ACK, &[3; 333], &[1, 1, 1, 0]);
+    let good = p.clone();
+    make_partial(&mut p);
+    assert!(complete_l4_checksum(&mut p));
+    assert_eq!(p, good);
+    let mut e = echo(A, R1, 8, 1, 1);
+    assert!(!complete_l4_checksum(&mut e));
+}
+
+#[test]
+fn random_flows_checksums_and_unique_external_ports() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config { cases: 64, ..Config::default() });
+    let flow = (0u8..3, 0u8..6, 1020u16..1040, 0u8..4, 0u16..4, any::<bool>(), 0u8..6);
+    runner
+        .run(&prop::collection::vec(flow, 1..300), |flows| {
+            let mut c = cfg();
+            c.port_range = (1024, 1047); // small: collisions, exhaustion and eviction
+            c.max_mappings = 40;
+            c.max_connections = 60;
+            let mut n = Nat::new(c, 3);
+            let mut now = 0;
+            for (proto, host, port, remote, rport, inbound, flags) in flows {
+                now += 7 * SEC;
+                let h = Ipv4Addr::new(192, 168, 1, 10 + host);
+                let r = Ipv4Addr::new(198, 51, 100, 1 + remote);
+                let f = [TCP_SYN, TCP_ACK, TCP_SYN | TCP_ACK, TCP_FIN | TCP_ACK, TCP_RST, 0][usize::from(flags)];
+                let mut p = match (proto, inbound) {
+                    (0, false) => tcp(h, port, r, 80 + rport, f),
+                    (0, true) => tcp(r, 80 + rport, WAN, port, f),
+                    (1, false) => udp(h, port, r, 80 + rport),
+                    (1, true) => udp(r, 80 + rport, WAN, port),
+                    (_, false) => echo(h, r, ICMP_ECHO_REQUEST, port, 1),
+                    (_, true) => echo(r, WAN, ICMP_ECHO_REPLY, port, 1),
+                };
+                let v = go(&mut n, &mut p, if inbound { IN } else { OUT }, now);
+                if !inbound && proto < 2 && f & TCP_RST == 0 {
+                    prop_assert_eq!(v, Verdict::Translated);
+                }
+                if v == Verdict::Translated && !inbound {
+                    prop_assert_eq!(src(&p), WAN);
+                }
+                if now % (30 * SEC) == 0 {
+                    n.expire(now);
+                }
+                let s = n.snapshot(now);
+                let mut ext = std::collections::HashSet::new();
+                let mut int = std::collections::HashSet::new();
+                for m in &s.mappings {
+                    prop_assert!(ext.insert((m.protocol, m.external.port())), "external port twice: {:?}", m);
+                    prop_assert!(int.insert((m.protocol, m.internal)), "internal endpoint twice: {:?}", m);
+                }
+                prop_assert!(s.mappings.len() <= 40 && s.connections.len() <= 60);
+                prop_assert_eq!(s.connections.len() as u64, n.stats().connections);
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+// ---- hostile input ----
+
+#[test]
+fn ip_options_handled() {
+    let mut n = nat();
+    let opts = [0x94, 0x04, 0, 0, 1, 1, 1, 0]; // router alert + NOPs + EOL
+    let mut p = tcp_opts(A, 5000, R1, 80, TCP_SYN, b"x", &opts);
+    assert_eq!(go(&mut n, &mut p, OUT, 0), Verdict::Translated);
+    assert_eq!(be16(&p, 28), 5000);
+    assert_eq!(&p[20..28], &opts);
+    let mut p = udp(R1, 80, WAN, 5000);
+    assert_eq!(go(&mut n, &mut p, IN, 0), Verdict::Local, "UDP 5000 has no mapping");
+}
+
+#[test]
+fn malformed_and_fragments() {
+    let mut n = nat();
+    let mut p = udp(A, 5000, R1, 53);
+    p[0] = 0x44; // IHL 4
+    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::Malformed));
+    let mut p = udp(A, 5000, R1, 53);
+    p[0] = 0x65;
+    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::Malformed));
+    let mut p = udp(A, 5000, R1, 53);
+    let l = p.len() as u16 + 1;
+    p[2..4].copy_from_slice(&l.to_be_bytes());
+    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::Truncated));
+    // Trailing bytes past the total length are left alone.
+    let mut p = udp(A, 5000, R1, 53);
+    p.extend_from_slice(&[0xee; 6]);
+    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Translated);
+    assert_eq!(&p[p.len() - 6..], &[0xee; 6]);
+    // A later fragment.
+    let mut p = udp(A, 5000, R1, 53);
+    p[6] = 0x00;
+    p[7] = 0x10;
+    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::Fragment));
+    assert_eq!(n.translate(&mut p, IN, 0), Verdict::Drop(DropReason::Martian));
+    let mut p = udp(R1, 53, WAN, 5000);
+    p[7] = 0x10;
+    assert_eq!(n.translate(&mut p, IN, 0), Verdict::Drop(DropReason::Fragment));
+    // A first fragment is translated by its header.
+    let mut p = udp(A, 5000, R1, 53);
+    p[6] = 0x20; // MF
+    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Translated);
+    assert_eq!(n.stats().dropped_for(DropReason::Fragment), 2);
+    // Unsupported outbound protocol never leaves; inbound is the router's business.
+    let mut p = ipv4(A, R1, 47, &[], &[0; 8]);
+    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::UnsupportedProtocol));
+    let mut p = ipv4(R1, WAN, 47, &[], &[0; 8]);
+    assert_eq!(n.translate(&mut p, IN, 0), Verdict::Local);
+    // Outside sources, inside destinations from the WAN, the router's own LAN address.
+    let mut p = udp(R2, 1, R1, 53);
+    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::NotInside));
+    let mut p = udp(R2, 1, A, 53);
+    assert_eq!(n.translate(&mut p, IN, 0), Verdict::Drop(DropReason::Martian));
+    let mut p = udp(A, 1, ROUTER, 53);
+    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Accept);
+    let mut p = udp(A, 1, B, 53);
+    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Accept);
+    let s = serde_json::to_value(n.stats()).unwrap();
+    assert_eq!(s["drops"]["fragment"], 2);
+}
+
+fn samples() -> Vec<Vec<u8>> {
+    let udp_sent = udp(WAN, 5000, R1, 53);
+    let tcp_sent = tcp(WAN, 5000, R1, 80, TCP_ACK);
+    let echo_sent = echo(WAN, R1, ICMP_ECHO_REQUEST, 5000, 1);
+    let inbound_udp = udp(R2, 1111, A, 5000);
+    vec![
+        tcp(A, 5000, R1, 80, TCP_SYN),
+        udp(A, 5000, R1, 53),
+        echo(A, R1, ICMP_ECHO_REQUEST, 5000, 1),
+        tcp(R1, 80, WAN, 5000, TCP_ACK),
+        udp(R1, 53, WAN, 5000),
+        echo(R1, WAN, ICMP_ECHO_REPLY, 5000, 1),
+        error(R1, WAN, ICMP_DEST_UNREACH, 3, [0; 4], &udp_sent, 99),
+        error(HOP, WAN, ICMP_DEST_UNREACH, 4, [0, 0, 5, 0], &tcp_sent, 99),
+        error(HOP, WAN, ICMP_TIME_EXCEEDED, 0, [0; 4], &echo_sent, 99),
+        error(A, R2, ICMP_DEST_UNREACH, 3, [0; 4], &inbound_udp, 99),
+        tcp(B, 1, WAN, 5000, TCP_SYN),
+        tcp_opts(A, 5000, R1, 80, TCP_ACK, b"", &[1; 40]),
+    ]
+}
+
+fn primed() -> Nat {
+    let mut n = nat();
+    for p in [tcp(A, 5000, R1, 80, TCP_SYN), udp(A, 5000, R1, 53), echo(A, R1, ICMP_ECHO_REQUEST, 5000, 1)] {
+        out(&mut n, p, 0);
+    }
+    n
+}
+
+#[test]
+fn every_truncation_never_panics() {
+    let mut n = primed();
+    for (i, s) in samples().into_iter().enumerate() {
+        for cut in 0..s.len() {
+            for dir in [OUT, IN] {
+                // Cut buffer (total length now past it).
+                let mut p = s[..cut].to_vec();
+                let v = n.translate(&mut p, dir, 1);
+                assert!(matches!(v, Verdict::Drop(_)), "sample {i} cut {cut}: {v:?}");
+                // Consistent total length, L4 cut.
+                let mut p = s[..cut].to_vec();
+                if p.len() >= 20 {
+                    p[2..4].copy_from_slice(&(cut as u16).to_be_bytes());
+                    let h = ihl(&p).clamp(20, p.len());
+                    p[10] = 0;
+                    p[11] = 0;
+                    let c = !fold(sum(&p[..h], 0));
+                    p[10..12].copy_from_slice(&c.to_be_bytes());
+                }
+                let v = n.translate(&mut p, dir, 1);
+                if v == Verdict::Translated {
+                    assert_eq!(fold(sum(&p[..ihl(&p)], 0)), 0xffff, "sample {i} cut {cut}");
+                }
+            }
+        }
+        // Every IHL and every header byte value at a few offsets.
+        for ihl_v in 0..16u8 {
+            let mut p = s.clone();
+            p[0] = 0x40 | ihl_v;
+            let _ = n.translate(&mut p, OUT, 1);
+            let _ = n.translate(&mut p, IN, 1);
+        }
+    }
+}
+
+#[test]
+fn random_bytes_never_panic() {
+    let mut n = primed();
+    let mut x: u64 = 0x1234_5678_9abc_def0;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let base = samples();
+    for round in 0..200_000u64 {
+        let mut p = if round % 2 == 0 {
+            let len = (rnd() % 120) as usize;
+            (0..len).map(|_| rnd() as u8).collect::<Vec<u8>>()
+        } else {
+            // Mutate a valid packet: a few random bytes.
+            let mut p = base[(rnd() % base.len() as u64) as usize].clone();
+            for _ in 0..1 + rnd() % 4 {
+                let i = (rnd() % p.len() as u64) as usize;
+                p[i] = rnd() as u8;
+            }
+            p
+        };
+        let dir = if rnd() % 2 == 0 { OUT } else { IN };
+        let _ = n.translate(&mut p, dir, round);
+        if round % 1000 == 0 {
+            n.expire(round);
+        }
+    }
+    let _ = n.snapshot(200_000);
+}
+
+#[test]
+fn snapshot_reports_both_ways() {
+    let mut n = nat();
+    let (_, e) = out(&mut n, udp(A, 5000, R1, 53), 1000);
+    assert!(inbound_ok(&mut n, udp(R1, 53, WAN, e), 1500));
+    assert!(inbound_ok(&mut n, udp(R3, 53, WAN, e), 1600)); // EIF: counted on the mapping only
+    let s = n.snapshot(2000);
+    assert_eq!(s.mappings.len(), 1);
+    let m = &s.mappings[0];
+    assert_eq!((m.traffic.packets_out, m.traffic.packets_in), (1, 2));
+    assert_eq!(m.remaining_ms, Some(300 * SEC - 1000));
+    let c = &s.connections[0];
+    assert_eq!(c.remote, SocketAddrV4::new(R1, 53));
+    assert_eq!(c.internal, SocketAddrV4::new(A, 5000));
+    assert_eq!(c.external, SocketAddrV4::new(WAN, e));
+    assert!(c.assured);
+    assert_eq!((c.idle_ms, c.remaining_ms, c.age_ms), (500, 300 * SEC - 1000, 1000));
+    assert_eq!((c.traffic.packets_in, c.traffic.bytes_out), (1, udp(A, 5000, R1, 53).len() as u64));
+    let j = serde_json::to_string(&s).unwrap();
+    assert!(j.contains("\"protocol\":\"udp\""));
+}
