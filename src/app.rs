@@ -33,6 +33,66 @@ pub struct Context {
     pub dhcp: tokio::sync::mpsc::Sender<crate::dhcp::shell::ViewRequest>,
     /// Asks the DNS server for its per-device query logs and counters (the web UI).
     pub dns: tokio::sync::mpsc::Sender<crate::dns::shell::ViewRequest>,
+    /// Asks the NAT packet loop for its tables (the web UI); `None` without a WAN.
+    pub nat: Option<std::sync::mpsc::Sender<crate::datapath::Request>>,
+}
+
+/// The router's own sockets use these ports; the NAT never maps onto them, so replies to the router's own
+/// connections (DNS upstream queries, say) can never be taken for a LAN host's.
+const ROUTER_PORTS: &str = "61000 65535";
+const NAT_PORTS: (u16, u16) = (1024, 60999);
+
+/// Sets up the userspace NAT (sysctls, firewall rules) and starts its packet loop on a thread of its own.
+async fn start_nat(
+    nl: &Netlink,
+    lan: &mut LanSetup,
+    config: &Config,
+    tasks: &mut JoinSet<Result<()>>,
+    shutdown: CancellationToken,
+) -> Result<Option<std::sync::mpsc::Sender<crate::datapath::Request>>> {
+    let Some(wan) = lan.plan.wan.clone() else { return Ok(None) };
+    let Some(wan_ip) = nl.addrs().await?.into_iter().find(|a| a.index == wan.index).map(|a| a.net.addr()) else {
+        warn!(wan = %wan.name, "the WAN interface has no IPv4 address: no NAT, the LAN stays offline");
+        return Ok(None);
+    };
+    let lan_if = lan.plan.lan_interface().to_owned();
+    // Hairpinned packets come back into the LAN with the WAN address as their source.
+    lan.set_sysctl(&format!("net/ipv4/conf/{lan_if}/accept_local"), "1")?;
+    lan.set_sysctl("net/ipv4/ip_local_port_range", ROUTER_PORTS)?;
+    lan.install_firewall(&crate::net::firewall::Rules {
+        lan_if,
+        wan_if: wan.name.clone(),
+        lan_subnet: lan.plan.subnet,
+        wan_ip,
+        queue_first: 0,
+        queue_count: 1,
+    })?;
+    let mut nat_cfg = crate::nat::NatConfig::new(wan_ip, lan.plan.subnet, lan.plan.router);
+    nat_cfg.port_range = NAT_PORTS;
+    nat_cfg.forwards = config.port_forwards.clone();
+    let nat = crate::nat::Nat::new(nat_cfg, rand::random());
+    let (req_tx, req_rx) = std::sync::mpsc::channel();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let datapath = crate::datapath::Datapath { queue: 0, wan_index: wan.index };
+    let thread_stop = stop.clone();
+    std::thread::Builder::new().name("nat-q0".into()).spawn(move || {
+        let _ = done_tx.send(datapath.run(nat, thread_stop, req_rx));
+    })?;
+    info!(wan = %wan.name, address = %wan_ip, forwards = config.port_forwards.len(), "NAT on");
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            done = done_rx => match done {
+                Ok(r) => r.map_err(|e| anyhow::anyhow!("NAT packet path failed: {e}")),
+                Err(_) => Err(anyhow::anyhow!("the NAT thread panicked")),
+            },
+        }
+    });
+    Ok(Some(req_tx))
 }
 
 pub async fn run(config: Config) -> Result<()> {
@@ -56,14 +116,22 @@ pub async fn run(config: Config) -> Result<()> {
     if plan.wan.is_none() {
         warn!("no WAN: there is no default route and no --wan; the LAN will have no internet access");
     }
-    let lan = LanSetup::apply(&nl, plan, state.path()).await?;
+    let mut lan = LanSetup::apply(&nl, plan, state.path()).await?;
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    let shutdown = CancellationToken::new();
+    let nat = match start_nat(&nl, &mut lan, &config, &mut tasks, shutdown.clone()).await {
+        Ok(n) => n,
+        Err(e) => {
+            lan.teardown(&nl).await?;
+            return Err(e);
+        }
+    };
     info!(lan = %lan.plan.lan_interface(), address = %lan.plan.router_net(), "LAN ready");
 
     let (dhcp, dhcp_queries) = tokio::sync::mpsc::channel(16);
     let (dns, dns_queries) = tokio::sync::mpsc::channel(16);
-    let ctx = Context { shutdown: CancellationToken::new(), config, lan: lan.plan.clone(), dhcp, dns };
-    // Subsystems (DHCP, DNS, NAT, web) are spawned here, each stopping when `ctx.shutdown` is cancelled.
-    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    let ctx = Context { shutdown, config, lan: lan.plan.clone(), dhcp, dns, nat };
+    // Subsystems (DHCP, DNS, web; NAT above) run as tasks, each stopping when `ctx.shutdown` is cancelled.
     let (lease_events, dns_leases) = tokio::sync::broadcast::channel(1024);
     tasks.spawn(crate::dhcp::shell::serve(ctx.clone(), lease_events.clone(), dhcp_queries));
     tasks.spawn(crate::dns::shell::serve(ctx.clone(), dns_leases, dns_queries));

@@ -97,6 +97,16 @@ async fn api_dhcp(State(ctx): State<Context>) -> impl IntoResponse {
     Json(dhcp_view(&ctx).await)
 }
 
+/// The NAT's mappings, connections and counters (what every WAN port is used for).
+async fn api_nat(State(ctx): State<Context>) -> impl IntoResponse {
+    let Some(nat) = &ctx.nat else { return Json(crate::datapath::NatView::default()) };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if nat.send(crate::datapath::Request::Snapshot(tx)).is_err() {
+        return Json(Default::default());
+    }
+    Json(rx.await.unwrap_or_default())
+}
+
 /// Per-device DNS query logs and the resolver's counters.
 async fn api_dns(State(ctx): State<Context>) -> impl IntoResponse {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -121,7 +131,7 @@ pub async fn serve(ctx: Context) -> Result<()> {
         .route("/", get(index))
         .route("/api/status", get(api_status))
         .route("/api/dhcp", get(api_dhcp))
-        .route("/api/dns", get(api_dns))
+        .route("/api/dns", get(api_dns)).route("/api/nat", get(api_nat))
         .with_state(ctx);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     Ok(())
