@@ -86,6 +86,8 @@ struct Opts {
     uncached: usize,
     runs: Vec<Run>,
     servers: Vec<Server>,
+    /// dnsperf `-v` (one output line per answer, for percentiles): costs dnsperf a few % of its throughput.
+    percentiles: bool,
 }
 
 struct Outcome {
@@ -103,6 +105,11 @@ struct Outcome {
     p999_ms: f64,
     cpu_secs: f64,
     upstream_cpu_secs: f64,
+    /// dnsperf's CPU time.
+    client_cpu_secs: f64,
+    /// Busy CPU time of the whole machine over the run, and elapsed CPU time (cores x seconds).
+    machine_busy_secs: f64,
+    machine_secs: f64,
 }
 
 /// CPU time (user + system, all threads) of a process, in seconds.
@@ -114,6 +121,68 @@ fn cpu_secs(pid: u32) -> Result<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok(ticks as f64 / hz)
+}
+
+/// CPU time of the whole machine, busy and total, in seconds (first line of /proc/stat).
+fn machine_cpu() -> Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let f: Vec<u64> =
+        stat.lines().next().context("stat")?.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f[3] + f[4];
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(((total - idle) as f64 / hz, total as f64 / hz))
+}
+
+/// Waits (up to 2 minutes) until the machine has been idle for a second: on a shared machine, someone else's build
+/// would take the cores the server and dnsperf need.
+fn wait_quiet() -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let a = machine_cpu()?;
+        std::thread::sleep(Duration::from_secs(1));
+        let b = machine_cpu()?;
+        let busy = (b.0 - a.0) / (b.1 - a.1) * (b.1 - a.1).max(1e-9);
+        if busy < 0.25 {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            eprintln!("  warning: the machine is busy with other work ({busy:.2} cores): measuring anyway");
+            return Ok(());
+        }
+        if start.elapsed() < Duration::from_secs(2) {
+            eprintln!(
+                "  the machine is busy with other work ({busy:.2} cores): waiting up to 2 minutes for it to settle"
+            );
+        }
+    }
+}
+
+/// `Udp: RcvbufErrors` of a namespace: datagrams dropped because a socket's receive buffer was full.
+fn udp_rcvbuf_errors(lab: &Lab, ns: &str) -> Result<u64> {
+    let snmp = lab.run(ns, &["cat", "/proc/net/snmp"])?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next().context("snmp")?, udp.next().context("snmp")?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors").context("RcvbufErrors")?;
+    Ok(values.split_whitespace().nth(i).context("value")?.parse()?)
+}
+
+fn rcvbuf_errors(lab: &Lab) -> Result<[u64; 3]> {
+    Ok([
+        udp_rcvbuf_errors(lab, &lab.client(1))?,
+        udp_rcvbuf_errors(lab, &lab.gw())?,
+        udp_rcvbuf_errors(lab, &lab.wan())?,
+    ])
+}
+
+/// User + system CPU of this process's reaped children, in seconds.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 fn start_server(lab: &Lab, server: Server, dir: &Path) -> Result<Proc> {
@@ -218,7 +287,12 @@ fn dnsperf(
 ) -> Result<Outcome> {
     let out_path = dir.join(format!("dnsperf-{run:?}.out"));
     let mut c = lab.cmd(&lab.client(1), "dnsperf");
-    c.args(["-s", SERVER_ADDR, "-l", &opts.seconds.to_string(), "-v"]);
+    // `-t 1`: an answer later than 1 s counts as lost. dnsperf's run time includes waiting out the timeout of the
+    // queries still outstanding at the end, so a single lost query would stretch it (and cut its queries/s).
+    c.args(["-s", SERVER_ADDR, "-l", &opts.seconds.to_string(), "-t", "1"]);
+    if opts.percentiles {
+        c.arg("-v");
+    }
     match run {
         Run::Cached => {
             c.arg("-d").arg(dir.join("cached.txt"));
@@ -235,9 +309,20 @@ fn dnsperf(
         }
     }
     c.stdout(std::fs::File::create(&out_path)?).stderr(Stdio::piped()).stdin(Stdio::null());
-    let (before, up_before) = (cpu_secs(pid)?, cpu_secs(upstream_pid)?);
+    let drops_before = rcvbuf_errors(lab)?;
+    let (before, up_before, m_before, ch_before) =
+        (cpu_secs(pid)?, cpu_secs(upstream_pid)?, machine_cpu()?, children_cpu());
     let out = c.output()?;
-    let (after, up_after) = (cpu_secs(pid)?, cpu_secs(upstream_pid)?);
+    let (after, up_after, m_after, ch_after) =
+        (cpu_secs(pid)?, cpu_secs(upstream_pid)?, machine_cpu()?, children_cpu());
+    let drops_after = rcvbuf_errors(lab)?;
+    let drops: Vec<u64> = drops_after.iter().zip(drops_before).map(|(a, b)| a - b).collect();
+    if drops.iter().any(|&d| d > 0) {
+        eprintln!(
+            "  UDP receive-buffer drops: dnsperf side {}, resolver side {}, knotd side {}",
+            drops[0], drops[1], drops[2]
+        );
+    }
     if !out.status.success() {
         bail!("dnsperf failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     }
@@ -245,7 +330,6 @@ fn dnsperf(
     // Per-query lines: `> NOERROR h1.test A 0.000123`; `> T ...` for a timeout. The summary follows them.
     let mut lat = Vec::new();
     let mut summary = String::new();
-    let mut noerror = 0u64;
     for line in BufReader::new(std::fs::File::open(&out_path)?).lines() {
         let line = line?;
         if let Some(rest) = line.strip_prefix("> ") {
@@ -254,7 +338,6 @@ fn dnsperf(
             if rcode == "T" || rcode == "I" {
                 continue;
             }
-            noerror += (rcode == "NOERROR") as u64;
             if let Some(s) = rest.split_whitespace().last().and_then(|s| s.parse::<f64>().ok()) {
                 lat.push(s);
             }
@@ -266,12 +349,23 @@ fn dnsperf(
     let get = |k: &str| stat(&summary, k).with_context(|| format!("no {k:?} in dnsperf output:\n{summary}"));
     let (sent, completed, lost) =
         (get("Queries sent")? as u64, get("Queries completed")? as u64, get("Queries lost")? as u64);
-    let (qps, secs, avg) = (get("Queries per second")?, get("Run time (s)")?, get("Average Latency (s)")?);
+    let noerror = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Response codes:"))
+        .and_then(|l| {
+            l.split(',').find_map(|c| c.trim().strip_prefix("NOERROR ")?.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    let (run_time, avg) = (get("Run time (s)")?, get("Average Latency (s)")?);
+    // Stopped by the time limit: queries were sent for exactly that long; otherwise (the end of the file) the run
+    // time is the best figure there is (at most the 1 s timeout too long).
+    let secs = if summary.contains("(time limit)") { opts.seconds as f64 } else { run_time };
+    let qps = completed as f64 / secs;
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         if lat.is_empty() { f64::NAN } else { lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] * 1e3 }
     };
-    if (lat.len() as u64).abs_diff(completed) > completed / 100 {
+    if !lat.is_empty() && (lat.len() as u64).abs_diff(completed) > completed / 100 {
         eprintln!("  warning: {} per-query latencies for {completed} completed queries", lat.len());
     }
     if std::env::var_os("BENCH_KEEP_OUTPUT").is_none() {
@@ -292,6 +386,9 @@ fn dnsperf(
         p999_ms: pct(0.999),
         cpu_secs: after - before,
         upstream_cpu_secs: up_after - up_before,
+        client_cpu_secs: ch_after - ch_before,
+        machine_busy_secs: m_after.0 - m_before.0,
+        machine_secs: m_after.1 - m_before.1,
     })
 }
 
@@ -343,11 +440,13 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
 
     let mut results = Vec::new();
     for &run in &opts.runs {
+        wait_quiet()?;
         eprintln!("{}: {} for {} s ...", server.name(), run.label(opts), opts.seconds);
         let r = dnsperf(&lab, server, run, pid, upstream.pid(), opts, &dir)?;
+        let others = r.machine_busy_secs - r.cpu_secs - r.upstream_cpu_secs - r.client_cpu_secs;
         eprintln!(
             "  -> {:.0} answered/s ({} of {} sent, {} lost, {} NOERROR), p50 {:.3} ms p99 {:.3} ms, {:.2} us CPU per \
-             answer, upstream knotd {:.2} s CPU",
+             answer; cores busy: server {:.2}, dnsperf {:.2}, knotd {:.2}, anything else {:.2} (machine {:.2} of {:.0})",
             r.qps,
             r.completed,
             r.sent,
@@ -356,8 +455,19 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
             r.p50_ms,
             r.p99_ms,
             r.cpu_secs * 1e6 / r.completed.max(1) as f64,
-            r.upstream_cpu_secs
+            r.cpu_secs / r.secs,
+            r.client_cpu_secs / r.secs,
+            r.upstream_cpu_secs / r.secs,
+            others / r.secs,
+            r.machine_busy_secs / r.secs,
+            r.machine_secs / r.secs,
         );
+        if others / r.secs > 0.15 {
+            eprintln!(
+                "  warning: other work used {:.2} cores during this run: its numbers are not comparable",
+                others / r.secs
+            );
+        }
         results.push(r);
     }
     drop(proc);
@@ -374,6 +484,7 @@ fn main() -> Result<()> {
         uncached: 1_000_000,
         runs: vec![Run::Cached, Run::Rate, Run::Uncached],
         servers: vec![Server::Dnsmasq, Server::Unbound { threads: 1 }],
+        percentiles: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -384,6 +495,7 @@ fn main() -> Result<()> {
             "--clients" => opts.clients = v.parse()?,
             "--outstanding" => opts.outstanding = v.parse()?,
             "--uncached" => opts.uncached = v.parse()?,
+            "--percentiles" => opts.percentiles = v == "on",
             "--runs" => {
                 opts.runs = v
                     .split(',')
