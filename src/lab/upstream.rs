@@ -122,6 +122,19 @@ impl Upstream {
     /// [`Upstream::resume`]; dropping a paused upstream still ends it.
     pub fn pause(&self) {
         self.proc.signal(libc::SIGSTOP);
+        // Stopping is asynchronous: wait until every thread is stopped (state `T`).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).into_iter().flatten().flatten();
+            let stopped = tasks.into_iter().all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)) == Some("T")
+            });
+            if stopped {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     pub fn resume(&self) {
         self.proc.signal(libc::SIGCONT);
