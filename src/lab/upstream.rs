@@ -65,13 +65,14 @@ ext     IN CNAME www.example.
 *.uncached IN A 192.0.2.200
 "#;
 
-/// The whole test zone: [`TEST_ZONE_HEAD`], `long.test` TXT, and `h0..h999.test` A 10.1.x.y.
+/// The whole test zone: [`TEST_ZONE_HEAD`], `long.test` TXT, and `h0..h999.test` A 198.18.x.y (the benchmarking
+/// range: public, so that DNS-rebinding filters of private addresses leave the answers alone).
 pub fn test_zone() -> String {
     let mut z = String::from(TEST_ZONE_HEAD);
     let chunk = |c: char| std::iter::repeat_n(c, 200).collect::<String>();
     writeln!(z, "long    IN TXT  \"{}\" \"{}\" \"{}\" \"{}\"", chunk('a'), chunk('b'), chunk('c'), chunk('d')).unwrap();
     for i in 0..CACHED_NAMES {
-        writeln!(z, "h{i} IN A 10.1.{}.{}", i / 250, i % 250 + 1).unwrap();
+        writeln!(z, "h{i} IN A 198.18.{}.{}", i / 250, i % 250 + 1).unwrap();
     }
     z
 }
@@ -336,7 +337,7 @@ mod tests {
     #[test]
     fn zone_has_the_sets() {
         let z = test_zone();
-        assert!(z.contains("\nh999 IN A 10.1.3.250\n"));
+        assert!(z.contains("\nh999 IN A 198.18.3.250\n"));
         assert!(z.contains("*.uncached IN A"));
         assert_eq!(cached_name(1001), "h1.test");
     }
