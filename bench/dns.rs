@@ -8,7 +8,13 @@
 //! Options: `--seconds N` (10, per measured run), `--rate 20000` (queries/s of the fixed-rate run),
 //! `--clients 4 --outstanding 200` (dnsperf `-c`, `-q` at saturation), `--uncached 1000000` (unique names available
 //! to the uncached run, each queried once), `--runs cached,rate,uncached`,
-//! `--servers dnsmasq,unbound` (also `unbound2`: Unbound with 2 threads; `gatekeeper`).
+//! `--servers dnsmasq,unbound` (also `unbound2`: Unbound with 2 threads; `gatekeeper`), `--percentiles on|off`
+//! (dnsperf `-v`, one output line per answer: costs dnsperf a few % of its rate), `--attempts 3` (a run that other
+//! work on the machine disturbed, more than 0.15 cores, is repeated up to this many times; the least disturbed counts).
+//!
+//! Each run waits until the machine is idle (up to 2 minutes) and prints to stderr the cores used by the server,
+//! dnsperf, knotd and anything else, and UDP receive-buffer drops per namespace. With `-t 1`, an answer later than 1 s
+//! counts as lost.
 //!
 //! Runs, per server: the cached set (1,000 names `h0..h999.test`, TTL one day) is warmed with 3 passes, then
 //! - `cached`: the cached set at saturation (`dnsperf -c 4 -q 200 -l N`, names in a loop),
@@ -88,6 +94,7 @@ struct Opts {
     servers: Vec<Server>,
     /// dnsperf `-v` (one output line per answer, for percentiles): costs dnsperf a few % of its throughput.
     percentiles: bool,
+    attempts: usize,
 }
 
 struct Outcome {
@@ -284,7 +291,16 @@ fn dnsperf(
     upstream_pid: u32,
     opts: &Opts,
     dir: &Path,
+    attempt: usize,
 ) -> Result<Outcome> {
+    if run == Run::Uncached {
+        // Names never asked before, also on a repeated attempt.
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("uncached-{attempt}.txt")))?);
+        for i in attempt * opts.uncached..(attempt + 1) * opts.uncached {
+            writeln!(f, "{} A", uncached_name(i))?;
+        }
+        f.flush()?;
+    }
     let out_path = dir.join(format!("dnsperf-{run:?}.out"));
     let mut c = lab.cmd(&lab.client(1), "dnsperf");
     // `-t 1`: an answer later than 1 s counts as lost. dnsperf's run time includes waiting out the timeout of the
@@ -304,7 +320,7 @@ fn dnsperf(
             c.args(["-Q", &opts.rate.to_string()]);
         }
         Run::Uncached => {
-            c.arg("-d").arg(dir.join("uncached.txt"));
+            c.arg("-d").arg(dir.join(format!("uncached-{attempt}.txt")));
             c.args(["-c", &opts.clients.to_string(), "-q", &opts.outstanding.to_string(), "-n", "1"]);
         }
     }
@@ -406,14 +422,6 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
     }
     cached.flush()?;
     drop(cached);
-    if opts.runs.contains(&Run::Uncached) {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("uncached.txt"))?);
-        for i in 0..opts.uncached {
-            writeln!(f, "{} A", uncached_name(i))?;
-        }
-        f.flush()?;
-    }
-
     let proc = start_server(&lab, server, &dir)?;
     let pid = proc.pid();
     // Warm the cache: 3 passes over the cached set; every answer must be NOERROR.
@@ -440,35 +448,46 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
 
     let mut results = Vec::new();
     for &run in &opts.runs {
-        wait_quiet()?;
-        eprintln!("{}: {} for {} s ...", server.name(), run.label(opts), opts.seconds);
-        let r = dnsperf(&lab, server, run, pid, upstream.pid(), opts, &dir)?;
-        let others = r.machine_busy_secs - r.cpu_secs - r.upstream_cpu_secs - r.client_cpu_secs;
-        eprintln!(
-            "  -> {:.0} answered/s ({} of {} sent, {} lost, {} NOERROR), p50 {:.3} ms p99 {:.3} ms, {:.2} us CPU per \
-             answer; cores busy: server {:.2}, dnsperf {:.2}, knotd {:.2}, anything else {:.2} (machine {:.2} of {:.0})",
-            r.qps,
-            r.completed,
-            r.sent,
-            r.lost,
-            r.noerror,
-            r.p50_ms,
-            r.p99_ms,
-            r.cpu_secs * 1e6 / r.completed.max(1) as f64,
-            r.cpu_secs / r.secs,
-            r.client_cpu_secs / r.secs,
-            r.upstream_cpu_secs / r.secs,
-            others / r.secs,
-            r.machine_busy_secs / r.secs,
-            r.machine_secs / r.secs,
-        );
-        if others / r.secs > 0.15 {
+        // On a shared machine: up to `--attempts` tries while other work disturbs the run; the least disturbed counts.
+        let mut best: Option<(f64, Outcome)> = None;
+        for attempt in 0..opts.attempts {
+            wait_quiet()?;
+            eprintln!("{}: {} for {} s ...", server.name(), run.label(opts), opts.seconds);
+            let r = dnsperf(&lab, server, run, pid, upstream.pid(), opts, &dir, attempt)?;
+            let others = (r.machine_busy_secs - r.cpu_secs - r.upstream_cpu_secs - r.client_cpu_secs) / r.secs;
             eprintln!(
-                "  warning: other work used {:.2} cores during this run: its numbers are not comparable",
-                others / r.secs
+                "  -> {:.0} answered/s ({} of {} sent, {} lost, {} NOERROR), p50 {:.3} ms p99 {:.3} ms, {:.2} us CPU \
+                 per answer; cores busy: server {:.2}, dnsperf {:.2}, knotd {:.2}, anything else {:.2} (machine {:.2} \
+                 of {:.0})",
+                r.qps,
+                r.completed,
+                r.sent,
+                r.lost,
+                r.noerror,
+                r.p50_ms,
+                r.p99_ms,
+                r.cpu_secs * 1e6 / r.completed.max(1) as f64,
+                r.cpu_secs / r.secs,
+                r.client_cpu_secs / r.secs,
+                r.upstream_cpu_secs / r.secs,
+                others,
+                r.machine_busy_secs / r.secs,
+                r.machine_secs / r.secs,
             );
+            let disturbed = others > 0.15;
+            if disturbed {
+                eprintln!(
+                    "  warning: other work used {others:.2} cores during this run: its numbers are not comparable"
+                );
+            }
+            if best.as_ref().is_none_or(|(o, _)| others < *o) {
+                best = Some((others, r));
+            }
+            if !disturbed {
+                break;
+            }
         }
-        results.push(r);
+        results.push(best.unwrap().1);
     }
     drop(proc);
     drop(upstream);
@@ -485,6 +504,7 @@ fn main() -> Result<()> {
         runs: vec![Run::Cached, Run::Rate, Run::Uncached],
         servers: vec![Server::Dnsmasq, Server::Unbound { threads: 1 }],
         percentiles: true,
+        attempts: 3,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -496,6 +516,7 @@ fn main() -> Result<()> {
             "--outstanding" => opts.outstanding = v.parse()?,
             "--uncached" => opts.uncached = v.parse()?,
             "--percentiles" => opts.percentiles = v == "on",
+            "--attempts" => opts.attempts = v.parse::<usize>()?.max(1),
             "--runs" => {
                 opts.runs = v
                     .split(',')
