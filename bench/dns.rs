@@ -10,7 +10,8 @@
 //! to the uncached run, each queried once), `--runs cached,rate,uncached`,
 //! `--servers dnsmasq,unbound` (also `unbound2`: Unbound with 2 threads; `gatekeeper`), `--percentiles on|off`
 //! (dnsperf `-v`, one output line per answer: costs dnsperf a few % of its rate), `--attempts 3` (a run that other
-//! work on the machine disturbed, more than 0.15 cores, is repeated up to this many times; the least disturbed counts).
+//! work on the machine disturbed, more than 0.15 cores, is repeated up to this many times; the least disturbed counts),
+//! `--dnsmasq-cache 100000` (dnsmasq `--cache-size`).
 //!
 //! Each run waits until the machine is idle (up to 2 minutes) and prints to stderr the cores used by the server,
 //! dnsperf, knotd and anything else, and UDP receive-buffer drops per namespace. With `-t 1`, an answer later than 1 s
@@ -95,6 +96,7 @@ struct Opts {
     /// dnsperf `-v` (one output line per answer, for percentiles): costs dnsperf a few % of its throughput.
     percentiles: bool,
     attempts: usize,
+    dnsmasq_cache: usize,
 }
 
 struct Outcome {
@@ -192,7 +194,7 @@ fn children_cpu() -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
-fn start_server(lab: &Lab, server: Server, dir: &Path) -> Result<Proc> {
+fn start_server(lab: &Lab, server: Server, dir: &Path, opts: &Opts) -> Result<Proc> {
     let gw = lab.gw();
     let p = match server {
         Server::Gatekeeper => {
@@ -215,7 +217,7 @@ fn start_server(lab: &Lab, server: Server, dir: &Path) -> Result<Proc> {
             c.args(["-k", "-C", "/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
                 .arg(format!("--listen-address={SERVER_ADDR}"))
                 .arg(format!("--server={WAN_ADDR}"))
-                .arg(format!("--cache-size={CACHE_SIZE}"))
+                .arg(format!("--cache-size={}", opts.dnsmasq_cache))
                 // Its default of 150 concurrent forwarded queries is below dnsperf's 200 outstanding.
                 .arg("--dns-forward-max=1000")
                 .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
@@ -422,7 +424,7 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
     }
     cached.flush()?;
     drop(cached);
-    let proc = start_server(&lab, server, &dir)?;
+    let proc = start_server(&lab, server, &dir, opts)?;
     let pid = proc.pid();
     // Warm the cache: 3 passes over the cached set; every answer must be NOERROR.
     let warm = lab.run(
@@ -505,6 +507,7 @@ fn main() -> Result<()> {
         servers: vec![Server::Dnsmasq, Server::Unbound { threads: 1 }],
         percentiles: true,
         attempts: 3,
+        dnsmasq_cache: CACHE_SIZE,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -516,6 +519,7 @@ fn main() -> Result<()> {
             "--outstanding" => opts.outstanding = v.parse()?,
             "--uncached" => opts.uncached = v.parse()?,
             "--percentiles" => opts.percentiles = v == "on",
+            "--dnsmasq-cache" => opts.dnsmasq_cache = v.parse()?,
             "--attempts" => opts.attempts = v.parse::<usize>()?.max(1),
             "--runs" => {
                 opts.runs = v
@@ -541,7 +545,9 @@ fn main() -> Result<()> {
         "| run | server | answered/s | vs best peer | lost | avg | p50 | p99 | p99.9 | CPU per answer | vs best peer | CPU busy |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &run in &opts.runs {
+    let mut runs = opts.runs.clone();
+    runs.dedup();
+    for &run in &runs {
         let rows: Vec<&Outcome> = results.iter().filter(|r| r.run == run).collect();
         let cpu = |r: &Outcome| r.cpu_secs * 1e6 / r.completed.max(1) as f64;
         let peers = rows.iter().filter(|r| r.server != Server::Gatekeeper);
