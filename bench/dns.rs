@@ -284,6 +284,7 @@ fn stat(report: &str, key: &str) -> Option<f64> {
         .find_map(|l| l.trim().strip_prefix(key)?.trim_start_matches(':').split_whitespace().next()?.parse().ok())
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Runs dnsperf in lan1 with per-query output (`-v`) to a file; returns the outcome.
 fn dnsperf(
     lab: &Lab,

@@ -309,10 +309,13 @@ zone:
                 bail!("knotd exited ({st}); its log:\n{}", proc.log());
             }
             let query = build_query(0x6b6e, "test.", RecordType::Soa);
-            if let Ok(Ok(r)) = self.in_netns(&wan, move || udp_query(addr, &query, Duration::from_millis(200))) {
-                if r.rcode == 0 && r.aa && r.answers == 1 {
-                    break;
-                }
+            let reply = self.in_netns(&wan, move || udp_query(addr, &query, Duration::from_millis(200)));
+            if let Ok(Ok(r)) = reply
+                && r.rcode == 0
+                && r.aa
+                && r.answers == 1
+            {
+                break;
             }
             if Instant::now() > deadline {
                 bail!("knotd on {addr} did not serve test. within 15 s; its log:\n{}", proc.log());
