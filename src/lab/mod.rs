@@ -14,9 +14,14 @@
 pub mod cli;
 mod clients;
 mod proc;
+mod upstream;
 
 pub use clients::{ClientRun, DhcpClient, field};
 pub use proc::Proc;
+pub use upstream::{
+    CACHED_NAMES, DnsReply, NEGATIVE_TTL, RecordType, TEST_ZONE_HEAD, UNCACHED_SUFFIX, Upstream, ZONE_TTL, build_query,
+    cached_name, test_zone, uncached_name,
+};
 
 use anyhow::{Context, Result, bail};
 use std::fs;

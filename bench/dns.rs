@@ -1,0 +1,576 @@
+//! DNS resolver benchmark: dnsperf from a LAN namespace against Gatekeeper, dnsmasq and Unbound (a forwarding cache),
+//! in the same run, each in a fresh lab whose upstream is knotd in `wan` serving the test zone
+//! (`gatekeeper::lab::test_zone`). Reports answered queries/s, lost queries, latency (average and percentiles from
+//! dnsperf's per-query output) and the resolver's CPU time per answered query (user + system of all its threads, from
+//! /proc/PID/stat over the measured run).
+//!
+//! Run: `sudo bench/dns.sh` (installs dnsperf, knot, dnsmasq and unbound, builds in release mode, runs this).
+//! Options: `--seconds N` (10, per measured run), `--rate 20000` (queries/s of the fixed-rate run),
+//! `--clients 4 --outstanding 200` (dnsperf `-c`, `-q` at saturation), `--uncached 1000000` (unique names available
+//! to the uncached run, each queried once), `--runs cached,rate,uncached`,
+//! `--servers dnsmasq,unbound` (also `unbound2`: Unbound with 2 threads; `gatekeeper`), `--percentiles on|off`
+//! (dnsperf `-v`, one output line per answer: costs dnsperf a few % of its rate), `--attempts 3` (a run that other
+//! work on the machine disturbed, more than 0.15 cores, is repeated up to this many times; the least disturbed counts),
+//! `--dnsmasq-cache 100000` (dnsmasq `--cache-size`).
+//!
+//! Each run waits until the machine is idle (up to 2 minutes) and prints to stderr the cores used by the server,
+//! dnsperf, knotd and anything else, and UDP receive-buffer drops per namespace. With `-t 1`, an answer later than 1 s
+//! counts as lost.
+//!
+//! Runs, per server: the cached set (1,000 names `h0..h999.test`, TTL one day) is warmed with 3 passes, then
+//! - `cached`: the cached set at saturation (`dnsperf -c 4 -q 200 -l N`, names in a loop),
+//! - `rate`: the cached set at a fixed rate (`-Q 20000`),
+//! - `uncached`: unique names `uN.uncached.test` (a wildcard upstream), each once (`-n 1`), at saturation: every
+//!   query is a cache miss forwarded to knotd (which shares the 2 cores).
+//!
+//! Topology: resolver in `gw` on 10.0.0.1 (gw-lan1), dnsperf in `lan1` on 10.0.0.2, knotd in `wan` on 203.0.113.1.
+//! Gatekeeper (when selected) sets up its own LAN on gw-lan1 and gets `[dns] upstreams = ["203.0.113.1:53"]`.
+
+use anyhow::{Context, Result, bail};
+use gatekeeper::lab::{
+    CACHED_NAMES, Lab, LabOptions, Proc, RecordType, WAN_ADDR, cached_name, test_zone, uncached_name,
+};
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+const SERVER_ADDR: &str = "10.0.0.1";
+const CLIENT_ADDR: &str = "10.0.0.2";
+/// dnsmasq's cache and Gatekeeper's: far more than the cached set.
+const CACHE_SIZE: usize = 100_000;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Server {
+    Gatekeeper,
+    Dnsmasq,
+    Unbound { threads: u32 },
+}
+
+impl Server {
+    fn name(self) -> String {
+        match self {
+            Server::Gatekeeper => "gatekeeper".into(),
+            Server::Dnsmasq => "dnsmasq".into(),
+            Server::Unbound { threads: 1 } => "unbound".into(),
+            Server::Unbound { threads } => format!("unbound ({threads} threads)"),
+        }
+    }
+    fn parse(s: &str) -> Result<Server> {
+        Ok(match s {
+            "gatekeeper" => Server::Gatekeeper,
+            "dnsmasq" => Server::Dnsmasq,
+            "unbound" => Server::Unbound { threads: 1 },
+            "unbound2" => Server::Unbound { threads: 2 },
+            o => bail!("unknown server {o} (gatekeeper, dnsmasq, unbound, unbound2)"),
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Run {
+    Cached,
+    Rate,
+    Uncached,
+}
+
+impl Run {
+    fn label(self, opts: &Opts) -> String {
+        match self {
+            Run::Cached => "cached, saturation".into(),
+            Run::Rate => format!("cached, {}/s", opts.rate),
+            Run::Uncached => "uncached, saturation".into(),
+        }
+    }
+}
+
+struct Opts {
+    seconds: u64,
+    rate: u32,
+    clients: u32,
+    outstanding: u32,
+    uncached: usize,
+    runs: Vec<Run>,
+    servers: Vec<Server>,
+    /// dnsperf `-v` (one output line per answer, for percentiles): costs dnsperf a few % of its throughput.
+    percentiles: bool,
+    attempts: usize,
+    dnsmasq_cache: usize,
+}
+
+struct Outcome {
+    server: Server,
+    run: Run,
+    sent: u64,
+    completed: u64,
+    lost: u64,
+    noerror: u64,
+    qps: f64,
+    secs: f64,
+    avg_ms: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    cpu_secs: f64,
+    upstream_cpu_secs: f64,
+    /// dnsperf's CPU time.
+    client_cpu_secs: f64,
+    /// Busy CPU time of the whole machine over the run, and elapsed CPU time (cores x seconds).
+    machine_busy_secs: f64,
+    machine_secs: f64,
+}
+
+/// CPU time (user + system, all threads) of a process, in seconds.
+fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks as f64 / hz)
+}
+
+/// CPU time of the whole machine, busy and total, in seconds (first line of /proc/stat).
+fn machine_cpu() -> Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let f: Vec<u64> =
+        stat.lines().next().context("stat")?.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f[3] + f[4];
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(((total - idle) as f64 / hz, total as f64 / hz))
+}
+
+/// Waits (up to 2 minutes) until the machine has been idle for a second: on a shared machine, someone else's build
+/// would take the cores the server and dnsperf need.
+fn wait_quiet() -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let a = machine_cpu()?;
+        std::thread::sleep(Duration::from_secs(1));
+        let b = machine_cpu()?;
+        let busy = b.0 - a.0; // core-seconds in one second
+        if busy < 0.25 {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            eprintln!("  warning: the machine is busy with other work ({busy:.2} cores): measuring anyway");
+            return Ok(());
+        }
+        if start.elapsed() < Duration::from_secs(2) {
+            eprintln!(
+                "  the machine is busy with other work ({busy:.2} cores): waiting up to 2 minutes for it to settle"
+            );
+        }
+    }
+}
+
+/// `Udp: RcvbufErrors` of a namespace: datagrams dropped because a socket's receive buffer was full.
+fn udp_rcvbuf_errors(lab: &Lab, ns: &str) -> Result<u64> {
+    let snmp = lab.run(ns, &["cat", "/proc/net/snmp"])?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next().context("snmp")?, udp.next().context("snmp")?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors").context("RcvbufErrors")?;
+    Ok(values.split_whitespace().nth(i).context("value")?.parse()?)
+}
+
+fn rcvbuf_errors(lab: &Lab) -> Result<[u64; 3]> {
+    Ok([
+        udp_rcvbuf_errors(lab, &lab.client(1))?,
+        udp_rcvbuf_errors(lab, &lab.gw())?,
+        udp_rcvbuf_errors(lab, &lab.wan())?,
+    ])
+}
+
+/// User + system CPU of this process's reaped children, in seconds.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+fn start_server(lab: &Lab, server: Server, dir: &Path, opts: &Opts) -> Result<Proc> {
+    let gw = lab.gw();
+    let p = match server {
+        Server::Gatekeeper => {
+            let state = dir.join("state");
+            std::fs::create_dir_all(&state)?;
+            let config = dir.join("gatekeeper.toml");
+            std::fs::write(&config, format!("[dns]\nupstreams = [\"{WAN_ADDR}:53\"]\ncache_size = {CACHE_SIZE}\n"))?;
+            let exe = std::env::current_exe()?.parent().unwrap().parent().unwrap().join("gatekeeper");
+            let mut c = lab.cmd(&gw, exe);
+            c.args(["run", "--lan", "gw-lan1", "--subnet", "10.0.0.0/24", "--state-dir"])
+                .arg(&state)
+                .arg("--config")
+                .arg(&config)
+                .env("GATEKEEPER_LOG", "info");
+            Proc::spawn(c, &dir.join("server.log"))?
+        }
+        Server::Dnsmasq => {
+            lab.run(&gw, &["ip", "addr", "add", &format!("{SERVER_ADDR}/24"), "dev", "gw-lan1"])?;
+            let mut c = lab.cmd(&gw, "dnsmasq");
+            c.args(["-k", "-C", "/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
+                .arg(format!("--listen-address={SERVER_ADDR}"))
+                .arg(format!("--server={WAN_ADDR}"))
+                .arg(format!("--cache-size={}", opts.dnsmasq_cache))
+                // Its default of 150 concurrent forwarded queries is below dnsperf's 200 outstanding.
+                .arg("--dns-forward-max=1000")
+                .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
+            Proc::spawn(c, &dir.join("server.log"))?
+        }
+        Server::Unbound { threads } => {
+            lab.run(&gw, &["ip", "addr", "add", &format!("{SERVER_ADDR}/24"), "dev", "gw-lan1"])?;
+            let d = dir.display();
+            let conf = format!(
+                r#"server:
+    interface: {SERVER_ADDR}
+    port: 53
+    access-control: 10.0.0.0/24 allow
+    do-ip6: no
+    chroot: ""
+    username: ""
+    directory: "{d}"
+    pidfile: "{d}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    num-threads: {threads}
+    so-reuseport: yes
+    module-config: "iterator"
+    local-zone: "test." nodefault
+    msg-cache-size: 256m
+    rrset-cache-size: 512m
+    num-queries-per-thread: 4096
+    outgoing-range: 8192
+remote-control:
+    control-enable: no
+forward-zone:
+    name: "test."
+    forward-addr: {WAN_ADDR}
+"#
+            );
+            let path = dir.join("unbound.conf");
+            std::fs::write(&path, conf)?;
+            let mut c = lab.cmd(&gw, "unbound");
+            c.arg("-d").arg("-c").arg(&path);
+            Proc::spawn(c, &dir.join("server.log"))?
+        }
+    };
+    let server_addr: SocketAddr = format!("{SERVER_ADDR}:53").parse()?;
+    let reply = lab
+        .wait_dns(&lab.client(1), server_addr, "www.test", RecordType::A, Duration::from_secs(30))
+        .with_context(|| format!("{} log:\n{}", server.name(), p.log()))?;
+    if reply.rcode != 0 || reply.answers != 1 {
+        bail!(
+            "{} answered www.test A with rcode {} and {} answers; log:\n{}",
+            server.name(),
+            reply.rcode,
+            reply.answers,
+            p.log()
+        );
+    }
+    Ok(p)
+}
+
+/// A `Key: value` line of dnsperf's summary; the first number of the value.
+fn stat(report: &str, key: &str) -> Option<f64> {
+    report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.trim_start_matches(':').split_whitespace().next()?.parse().ok())
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Runs dnsperf in lan1 with per-query output (`-v`) to a file; returns the outcome.
+fn dnsperf(
+    lab: &Lab,
+    server: Server,
+    run: Run,
+    pid: u32,
+    upstream_pid: u32,
+    opts: &Opts,
+    dir: &Path,
+    attempt: usize,
+) -> Result<Outcome> {
+    if run == Run::Uncached {
+        // Names never asked before, also on a repeated attempt.
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("uncached-{attempt}.txt")))?);
+        for i in attempt * opts.uncached..(attempt + 1) * opts.uncached {
+            writeln!(f, "{} A", uncached_name(i))?;
+        }
+        f.flush()?;
+    }
+    let out_path = dir.join(format!("dnsperf-{run:?}.out"));
+    let mut c = lab.cmd(&lab.client(1), "dnsperf");
+    // `-t 1`: an answer later than 1 s counts as lost. dnsperf's run time includes waiting out the timeout of the
+    // queries still outstanding at the end, so a single lost query would stretch it (and cut its queries/s).
+    c.args(["-s", SERVER_ADDR, "-l", &opts.seconds.to_string(), "-t", "1"]);
+    if opts.percentiles {
+        c.arg("-v");
+    }
+    match run {
+        Run::Cached => {
+            c.arg("-d").arg(dir.join("cached.txt"));
+            c.args(["-c", &opts.clients.to_string(), "-q", &opts.outstanding.to_string()]);
+        }
+        Run::Rate => {
+            c.arg("-d").arg(dir.join("cached.txt"));
+            c.args(["-c", &opts.clients.to_string(), "-q", &opts.outstanding.to_string()]);
+            c.args(["-Q", &opts.rate.to_string()]);
+        }
+        Run::Uncached => {
+            c.arg("-d").arg(dir.join(format!("uncached-{attempt}.txt")));
+            c.args(["-c", &opts.clients.to_string(), "-q", &opts.outstanding.to_string(), "-n", "1"]);
+        }
+    }
+    c.stdout(std::fs::File::create(&out_path)?).stderr(Stdio::piped()).stdin(Stdio::null());
+    let drops_before = rcvbuf_errors(lab)?;
+    let (before, up_before, m_before, ch_before) =
+        (cpu_secs(pid)?, cpu_secs(upstream_pid)?, machine_cpu()?, children_cpu());
+    let out = c.output()?;
+    let (after, up_after, m_after, ch_after) =
+        (cpu_secs(pid)?, cpu_secs(upstream_pid)?, machine_cpu()?, children_cpu());
+    let drops_after = rcvbuf_errors(lab)?;
+    let drops: Vec<u64> = drops_after.iter().zip(drops_before).map(|(a, b)| a - b).collect();
+    if drops.iter().any(|&d| d > 0) {
+        eprintln!(
+            "  UDP receive-buffer drops: dnsperf side {}, resolver side {}, knotd side {}",
+            drops[0], drops[1], drops[2]
+        );
+    }
+    if !out.status.success() {
+        bail!("dnsperf failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+
+    // Per-query lines: `> NOERROR h1.test A 0.000123`; `> T ...` for a timeout. The summary follows them.
+    let mut lat = Vec::new();
+    let mut summary = String::new();
+    for line in BufReader::new(std::fs::File::open(&out_path)?).lines() {
+        let line = line?;
+        if let Some(rest) = line.strip_prefix("> ") {
+            let mut w = rest.split_whitespace();
+            let rcode = w.next().unwrap_or("");
+            if rcode == "T" || rcode == "I" {
+                continue;
+            }
+            if let Some(s) = rest.split_whitespace().last().and_then(|s| s.parse::<f64>().ok()) {
+                lat.push(s);
+            }
+        } else if !line.starts_with('[') {
+            summary += &line;
+            summary.push('\n');
+        }
+    }
+    let get = |k: &str| stat(&summary, k).with_context(|| format!("no {k:?} in dnsperf output:\n{summary}"));
+    let (sent, completed, lost) =
+        (get("Queries sent")? as u64, get("Queries completed")? as u64, get("Queries lost")? as u64);
+    let noerror = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Response codes:"))
+        .and_then(|l| {
+            l.split(',').find_map(|c| c.trim().strip_prefix("NOERROR ")?.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    let (run_time, avg) = (get("Run time (s)")?, get("Average Latency (s)")?);
+    // Stopped by the time limit: queries were sent for exactly that long; otherwise (the end of the file) the run
+    // time is the best figure there is (at most the 1 s timeout too long).
+    let secs = if summary.contains("(time limit)") { opts.seconds as f64 } else { run_time };
+    let qps = completed as f64 / secs;
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        if lat.is_empty() { f64::NAN } else { lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] * 1e3 }
+    };
+    if !lat.is_empty() && (lat.len() as u64).abs_diff(completed) > completed / 100 {
+        eprintln!("  warning: {} per-query latencies for {completed} completed queries", lat.len());
+    }
+    if std::env::var_os("BENCH_KEEP_OUTPUT").is_none() {
+        let _ = std::fs::remove_file(&out_path);
+    }
+    Ok(Outcome {
+        server,
+        run,
+        sent,
+        completed,
+        lost,
+        noerror,
+        qps,
+        secs,
+        avg_ms: avg * 1e3,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        cpu_secs: after - before,
+        upstream_cpu_secs: up_after - up_before,
+        client_cpu_secs: ch_after - ch_before,
+        machine_busy_secs: m_after.0 - m_before.0,
+        machine_secs: m_after.1 - m_before.1,
+    })
+}
+
+fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
+    let lab = Lab::new(LabOptions { clients: 1, host_link: false })?;
+    let lan = lab.client(1);
+    lab.run(&lan, &["ip", "addr", "add", &format!("{CLIENT_ADDR}/24"), "dev", "eth0"])?;
+    let dir = lab.dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let upstream = lab.start_knot(WAN_ADDR, &test_zone())?;
+
+    let mut cached = std::io::BufWriter::new(std::fs::File::create(dir.join("cached.txt"))?);
+    for i in 0..CACHED_NAMES {
+        writeln!(cached, "{} A", cached_name(i))?;
+    }
+    cached.flush()?;
+    drop(cached);
+    let proc = start_server(&lab, server, &dir, opts)?;
+    let pid = proc.pid();
+    // Warm the cache: 3 passes over the cached set; every answer must be NOERROR.
+    let warm = lab.run(
+        &lan,
+        &[
+            "dnsperf",
+            "-s",
+            SERVER_ADDR,
+            "-d",
+            &dir.join("cached.txt").to_string_lossy(),
+            "-n",
+            "3",
+            "-c",
+            "4",
+            "-q",
+            "100",
+        ],
+    )?;
+    let completed = stat(&warm, "Queries completed").unwrap_or(0.0) as usize;
+    if completed != 3 * CACHED_NAMES || !warm.contains(&format!("NOERROR {} (100.00%)", 3 * CACHED_NAMES)) {
+        bail!("warming the cache failed:\n{warm}\nserver log:\n{}", proc.log());
+    }
+
+    let mut results = Vec::new();
+    for &run in &opts.runs {
+        // On a shared machine: up to `--attempts` tries while other work disturbs the run; the least disturbed counts.
+        let mut best: Option<(f64, Outcome)> = None;
+        for attempt in 0..opts.attempts {
+            wait_quiet()?;
+            eprintln!("{}: {} for {} s ...", server.name(), run.label(opts), opts.seconds);
+            let r = dnsperf(&lab, server, run, pid, upstream.pid(), opts, &dir, attempt)?;
+            let others = (r.machine_busy_secs - r.cpu_secs - r.upstream_cpu_secs - r.client_cpu_secs) / r.secs;
+            eprintln!(
+                "  -> {:.0} answered/s ({} of {} sent, {} lost, {} NOERROR), p50 {:.3} ms p99 {:.3} ms, {:.2} us CPU \
+                 per answer; cores busy: server {:.2}, dnsperf {:.2}, knotd {:.2}, anything else {:.2} (machine {:.2} \
+                 of {:.0})",
+                r.qps,
+                r.completed,
+                r.sent,
+                r.lost,
+                r.noerror,
+                r.p50_ms,
+                r.p99_ms,
+                r.cpu_secs * 1e6 / r.completed.max(1) as f64,
+                r.cpu_secs / r.secs,
+                r.client_cpu_secs / r.secs,
+                r.upstream_cpu_secs / r.secs,
+                others,
+                r.machine_busy_secs / r.secs,
+                r.machine_secs / r.secs,
+            );
+            let disturbed = others > 0.15;
+            if disturbed {
+                eprintln!(
+                    "  warning: other work used {others:.2} cores during this run: its numbers are not comparable"
+                );
+            }
+            if best.as_ref().is_none_or(|(o, _)| others < *o) {
+                best = Some((others, r));
+            }
+            if !disturbed {
+                break;
+            }
+        }
+        results.push(best.unwrap().1);
+    }
+    drop(proc);
+    drop(upstream);
+    Ok(results)
+}
+
+fn main() -> Result<()> {
+    let mut opts = Opts {
+        seconds: 10,
+        rate: 20_000,
+        clients: 4,
+        outstanding: 200,
+        uncached: 1_000_000,
+        runs: vec![Run::Cached, Run::Rate, Run::Uncached],
+        servers: vec![Server::Dnsmasq, Server::Unbound { threads: 1 }],
+        percentiles: true,
+        attempts: 3,
+        dnsmasq_cache: CACHE_SIZE,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let v = pair.get(1).context("option without value")?;
+        match pair[0].as_str() {
+            "--seconds" => opts.seconds = v.parse()?,
+            "--rate" => opts.rate = v.parse()?,
+            "--clients" => opts.clients = v.parse()?,
+            "--outstanding" => opts.outstanding = v.parse()?,
+            "--uncached" => opts.uncached = v.parse()?,
+            "--percentiles" => opts.percentiles = v == "on",
+            "--dnsmasq-cache" => opts.dnsmasq_cache = v.parse()?,
+            "--attempts" => opts.attempts = v.parse::<usize>()?.max(1),
+            "--runs" => {
+                opts.runs = v
+                    .split(',')
+                    .map(|s| match s {
+                        "cached" => Ok(Run::Cached),
+                        "rate" => Ok(Run::Rate),
+                        "uncached" => Ok(Run::Uncached),
+                        o => bail!("unknown run {o} (cached, rate, uncached)"),
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--servers" => opts.servers = v.split(',').map(Server::parse).collect::<Result<_>>()?,
+            o => bail!("unknown option {o}"),
+        }
+    }
+    let mut results = Vec::new();
+    for &server in &opts.servers {
+        results.extend(run_server(server, &opts)?);
+    }
+
+    println!(
+        "| run | server | answered/s | vs best peer | lost | avg | p50 | p99 | p99.9 | CPU per answer | vs best peer | CPU busy |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut runs = opts.runs.clone();
+    runs.dedup();
+    for &run in &runs {
+        let rows: Vec<&Outcome> = results.iter().filter(|r| r.run == run).collect();
+        let cpu = |r: &Outcome| r.cpu_secs * 1e6 / r.completed.max(1) as f64;
+        let peers = rows.iter().filter(|r| r.server != Server::Gatekeeper);
+        let best_qps = peers.clone().map(|r| r.qps).fold(0.0, f64::max);
+        let best_cpu = peers.map(|r| cpu(r)).fold(f64::INFINITY, f64::min);
+        for r in rows {
+            println!(
+                "| {} | {} | {:.0} | {:.2}x | {:.2}% | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.2} us | {:.2}x | {:.0}% |",
+                run.label(&opts),
+                r.server.name(),
+                r.qps,
+                r.qps / best_qps,
+                100.0 * r.lost as f64 / r.sent.max(1) as f64,
+                r.avg_ms,
+                r.p50_ms,
+                r.p99_ms,
+                r.p999_ms,
+                cpu(r),
+                cpu(r) / best_cpu,
+                100.0 * r.cpu_secs / r.secs
+            );
+        }
+    }
+    Ok(())
+}
