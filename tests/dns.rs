@@ -1,0 +1,228 @@
+//! End-to-end DNS: the gateway forwards to a knotd upstream in `wan`, caches, serves NAME.lan, and stays quiet on
+//! the WAN side. Clients are dig/kdig in LAN namespaces.
+
+mod common;
+
+use common::*;
+use gatekeeper::lab::{field, test_zone, DhcpClient, Lab, Proc, WAN_ADDR, WAN_ADDR2};
+use std::time::{Duration, Instant};
+
+fn start_dns(lab: &Lab, upstreams: &[&str]) -> Proc {
+    let list: Vec<String> = upstreams.iter().map(|u| format!("\"{u}:53\"")).collect();
+    let cfg = config_file(lab, "gatekeeper.toml", &format!("[dns]\nupstreams = [{}]\n", list.join(", ")));
+    let state = state_dir(lab, "state");
+    let mut gw =
+        start_ready(lab, &["--state-dir", state.to_str().unwrap(), "--config", cfg.to_str().unwrap()], "gw.log");
+    gw.wait_for_log("DNS server ready", Duration::from_secs(20)).unwrap();
+    gw
+}
+
+/// A LAN client with a fixed address (no DHCP needed for plain DNS tests).
+fn address_client(lab: &Lab, i: usize) {
+    lab.run(&lab.client(i), &["ip", "addr", "add", &format!("10.0.0.{}/24", 10 + i), "dev", "eth0"]).unwrap();
+}
+
+fn dig(lab: &Lab, ns: &str, args: &[&str]) -> String {
+    let mut full = vec!["dig", "+tries=1", "+time=3"];
+    full.extend_from_slice(args);
+    lab.run(ns, &full).unwrap()
+}
+
+/// The answer section of `dig +noall +answer`, with TTLs removed, sorted: the content to compare.
+fn content(answer: &str) -> Vec<String> {
+    let mut v: Vec<String> = answer
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let mut kept = vec![f[0].to_lowercase()];
+            kept.extend(f[2..].iter().map(|s| s.to_string()));
+            kept.join(" ")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ttl(answer: &str) -> u32 {
+    answer.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|t| t.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn answers_match_the_upstream_over_udp_and_tcp() {
+    let lab = lab(1);
+    let _knot = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();
+    let _gw = start_dns(&lab, &[WAN_ADDR]);
+    address_client(&lab, 1);
+    let lan = lab.client(1);
+    for (name, qtype) in [
+        ("www.test", "A"),
+        ("www.test", "AAAA"),
+        ("test", "MX"),
+        ("test", "TXT"),
+        ("_sip._udp.test", "SRV"),
+        ("a.test", "A"),
+        ("test", "NS"),
+        ("long.test", "TXT"),
+    ] {
+        let upstream = dig(&lab, &lab.wan(), &["+noall", "+answer", &format!("@{WAN_ADDR}"), name, qtype]);
+        let via_gw = dig(&lab, &lan, &["+noall", "+answer", "@10.0.0.1", name, qtype]);
+        assert!(!upstream.trim().is_empty(), "{name} {qtype} exists upstream");
+        assert_eq!(content(&via_gw), content(&upstream), "{name} {qtype}");
+        let tcp = dig(&lab, &lan, &["+tcp", "+noall", "+answer", "@10.0.0.1", name, qtype]);
+        assert_eq!(content(&tcp), content(&upstream), "{name} {qtype} over TCP");
+        let kdig = lab.run(&lan, &["kdig", "+noall", "+answer", "@10.0.0.1", name, qtype]).unwrap();
+        assert_eq!(content(&kdig).len(), content(&upstream).len(), "{name} {qtype} with kdig");
+    }
+    // The CNAME chain arrives whole: a -> b -> c -> address.
+    let chain = dig(&lab, &lan, &["+noall", "+answer", "@10.0.0.1", "a.test", "A"]);
+    assert_eq!(content(&chain).len(), 3, "{chain}");
+    // Over 512 bytes without EDNS: truncated over UDP (dig then retries over TCP by itself).
+    let trunc = dig(&lab, &lan, &["+noedns", "+ignore", "@10.0.0.1", "long.test", "TXT"]);
+    assert!(trunc.contains(" tc"), "{trunc}");
+}
+
+#[test]
+fn cache_counts_ttls_down_and_keeps_negative_answers() {
+    let lab = lab(1);
+    let mut knot = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();
+    let _gw = start_dns(&lab, &[WAN_ADDR]);
+    address_client(&lab, 1);
+    let lan = lab.client(1);
+    let first = dig(&lab, &lan, &["+noall", "+answer", "@10.0.0.1", "www.test", "A"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let second = dig(&lab, &lan, &["+noall", "+answer", "@10.0.0.1", "WwW.TeSt", "A"]);
+    assert!(ttl(&second) + 2 <= ttl(&first), "TTL counts down: {first} / {second}");
+    assert!(second.starts_with("WwW.TeSt."), "the question's case is kept: {second}");
+    let nx = dig(&lab, &lan, &["@10.0.0.1", "missing.test", "A"]);
+    assert!(nx.contains("status: NXDOMAIN") && nx.contains("SOA"), "{nx}");
+    // With the upstream gone, cached answers (positive and negative) still come, from the cache.
+    knot.stop().unwrap();
+    let cached = dig(&lab, &lan, &["+noall", "+answer", "@10.0.0.1", "www.test", "A"]);
+    assert_eq!(content(&cached), content(&first));
+    let nx = dig(&lab, &lan, &["@10.0.0.1", "missing.test", "A"]);
+    assert!(nx.contains("status: NXDOMAIN"), "negative answer cached: {nx}");
+}
+
+#[test]
+fn every_upstream_down_gives_servfail_within_5_s_and_failover_works() {
+    let lab = lab(1);
+    let mut first = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();
+    let mut second = lab.start_knot(WAN_ADDR2, &test_zone()).unwrap();
+    let _gw = start_dns(&lab, &[WAN_ADDR, WAN_ADDR2]);
+    address_client(&lab, 1);
+    let lan = lab.client(1);
+    // The first upstream silent (stopped but its address still there): the second answers.
+    first.pause();
+    let out = dig(&lab, &lan, &["+time=8", "@10.0.0.1", "www.test", "A"]);
+    assert!(out.contains("status: NOERROR") && out.contains("192.0.2.10"), "{out}");
+    second.kill().unwrap();
+    first.kill().unwrap();
+    let t = Instant::now();
+    let out = dig(&lab, &lan, &["+time=10", "@10.0.0.1", "u1.uncached.test", "A"]);
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+    assert!(t.elapsed() < Duration::from_secs(5), "SERVFAIL after {:?}", t.elapsed());
+}
+
+#[test]
+fn dhcp_host_names_resolve_as_name_lan_with_ptr() {
+    let lab = lab(2);
+    let _knot = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();
+    let mut gw = start_dns(&lab, &[WAN_ADDR]);
+    let mut laptop = lab.dhcp_client(1, DhcpClient::Udhcpc, Some("laptop")).unwrap();
+    let ip = field(&laptop.wait_event(0, &["bound"], Duration::from_secs(30)).unwrap(), "ip").unwrap().to_owned();
+    address_client(&lab, 2);
+    let other = lab.client(2);
+    // The lease reaches the local zone at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut a = String::new();
+    while Instant::now() < deadline {
+        a = dig(&lab, &other, &["+short", "@10.0.0.1", "laptop.lan", "A"]);
+        if a.trim() == ip {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(a.trim(), ip, "{}", gw.log());
+    let ptr = dig(&lab, &other, &["+short", "@10.0.0.1", "-x", &ip]);
+    assert_eq!(ptr.trim(), "laptop.lan.");
+    assert_eq!(dig(&lab, &other, &["+short", "@10.0.0.1", "gatekeeper.lan"]).trim(), "10.0.0.1");
+    let nx = dig(&lab, &other, &["@10.0.0.1", "nosuch.lan"]);
+    assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    // Names below .lan and private reverse zones never go upstream: knot would say REFUSED/NXDOMAIN otherwise.
+    let rev = dig(&lab, &other, &["@10.0.0.1", "-x", "192.168.77.5"]);
+    assert!(rev.contains("status: NXDOMAIN"), "{rev}");
+    // The query log knows the device by its MAC.
+    let api = lab.run(&other, &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/dns"]).unwrap();
+    assert!(api.contains("laptop.lan"), "{api}");
+    laptop.release(&lab).unwrap();
+    gw.wait_for_log("Released(", Duration::from_secs(10)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !dig(&lab, &other, &["@10.0.0.1", "laptop.lan"]).contains("NXDOMAIN") {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(dig(&lab, &other, &["@10.0.0.1", "laptop.lan"]).contains("NXDOMAIN"), "released names go away");
+}
+
+#[test]
+fn nothing_answers_on_the_wan_side() {
+    let lab = lab(1);
+    let _knot = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();
+    let _gw = start_dns(&lab, &[WAN_ADDR]);
+    let wan = lab.wan();
+    let udp = lab.run(&wan, &["dig", "+tries=1", "+time=2", "@203.0.113.2", "www.test"]);
+    assert!(udp.is_err() || udp.as_ref().unwrap().contains("timed out"), "{udp:?}");
+    let tcp = lab.run(&wan, &["dig", "+tcp", "+tries=1", "+time=2", "@203.0.113.2", "www.test"]);
+    assert!(tcp.is_err() || !tcp.as_ref().unwrap().contains("status:"), "{tcp:?}");
+    // Even routed straight at the LAN address from the WAN side, nothing answers.
+    lab.run(&wan, &["ip", "route", "add", "10.0.0.0/24", "via", "203.0.113.2"]).unwrap();
+    let direct = lab.run(&wan, &["dig", "+tries=1", "+time=2", "@10.0.0.1", "www.test"]);
+    assert!(direct.is_err() || direct.as_ref().unwrap().contains("timed out"), "{direct:?}");
+}
+
+#[test]
+fn malformed_queries_get_formerr_notimp_or_nothing_and_service_goes_on() {
+    let lab = lab(1);
+    let _knot = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();
+    let mut gw = start_dns(&lab, &[WAN_ADDR]);
+    address_client(&lab, 1);
+    let lan = lab.client(1);
+    let rcodes = lab
+        .in_netns(&lan, || {
+            let s = std::net::UdpSocket::bind("10.0.0.11:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let valid = gatekeeper::lab::build_query(0x1234, "www.test", gatekeeper::lab::RecordType::A);
+            let mut cases: Vec<Vec<u8>> = vec![valid[..5].to_vec(), valid[..12].to_vec(), valid[..20].to_vec()];
+            let mut qd0 = valid.clone();
+            qd0[5] = 0; // QDCOUNT 0
+            cases.push(qd0);
+            let mut qd2 = valid.clone();
+            qd2[5] = 2; // QDCOUNT 2
+            cases.push(qd2);
+            let mut opcode = valid.clone();
+            opcode[2] |= 5 << 3; // UPDATE
+            cases.push(opcode);
+            // A compression pointer pointing at itself in the question.
+            let mut looped = valid[..12].to_vec();
+            looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+            cases.push(looped);
+            let mut out = Vec::new();
+            for c in &cases {
+                s.send_to(c, "10.0.0.1:53").unwrap();
+                let mut buf = [0u8; 512];
+                out.push(s.recv(&mut buf).ok().map(|n| if n >= 4 { buf[3] & 0x0f } else { 255 }));
+            }
+            out
+        })
+        .unwrap();
+    // Too short for a header: nothing. Readable header but bad question: FORMERR (1). UPDATE: NOTIMP (4).
+    assert_eq!(rcodes[0], None, "{rcodes:?}");
+    assert!(rcodes[1..5].iter().all(|r| *r == Some(1)), "{rcodes:?}");
+    assert_eq!(rcodes[5], Some(4), "{rcodes:?}");
+    assert_eq!(rcodes[6], Some(1), "{rcodes:?}");
+    // TCP: a length prefix that promises more than comes, then silence: the server drops the connection.
+    lab.run(&lan, &["sh", "-c", "printf '\\377\\377abc' | timeout 15 nc -q 12 10.0.0.1 53 > /dev/null; true"]).unwrap();
+    let ok = dig(&lab, &lan, &["+short", "@10.0.0.1", "www.test"]);
+    assert!(!ok.trim().is_empty(), "still serving");
+    assert!(gw.try_status().is_none(), "{}", gw.log());
+}
