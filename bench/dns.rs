@@ -505,7 +505,7 @@ fn main() -> Result<()> {
         outstanding: 200,
         uncached: 1_000_000,
         runs: vec![Run::Cached, Run::Rate, Run::Uncached],
-        servers: vec![Server::Dnsmasq, Server::Unbound { threads: 1 }],
+        servers: vec![Server::Gatekeeper, Server::Dnsmasq, Server::Unbound { threads: 1 }],
         percentiles: true,
         attempts: 3,
         dnsmasq_cache: CACHE_SIZE,

@@ -64,6 +64,7 @@ async fn start_nat(
         wan_if: wan.name.clone(),
         lan_subnet: lan.plan.subnet,
         wan_ip,
+        router_lan_ip: lan.plan.router,
         queue_first: 0,
         queue_count: 1,
     })?;
@@ -126,6 +127,7 @@ pub async fn run(config: Config) -> Result<()> {
             return Err(e);
         }
     };
+    lan.enable_forwarding()?;
     info!(lan = %lan.plan.lan_interface(), address = %lan.plan.router_net(), "LAN ready");
 
     let (dhcp, dhcp_queries) = tokio::sync::mpsc::channel(16);

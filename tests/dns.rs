@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gatekeeper::lab::{field, test_zone, DhcpClient, Lab, Proc, WAN_ADDR, WAN_ADDR2};
+use gatekeeper::lab::{DhcpClient, Lab, Proc, WAN_ADDR, WAN_ADDR2, field, test_zone};
 use std::time::{Duration, Instant};
 
 fn start_dns(lab: &Lab, upstreams: &[&str]) -> Proc {

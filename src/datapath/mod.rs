@@ -8,9 +8,9 @@ pub mod nfqueue;
 
 use crate::nat::{Direction, Nat, PacketMeta, Snapshot, Verdict};
 use crate::net::firewall::MARK;
-use nfqueue::{Queue, QueueOptions, HOOK_PRE_ROUTING, NFQA_SKB_CSUMNOTREADY, NF_ACCEPT, NF_DROP, NF_REPEAT};
+use nfqueue::{HOOK_PRE_ROUTING, NF_ACCEPT, NF_DROP, NF_REPEAT, NFQA_SKB_CSUMNOTREADY, Queue, QueueOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 use tracing::{info, warn};
 

@@ -20,8 +20,9 @@ use std::process::{Command, Stdio};
 /// Set on packets we translated (with NF_REPEAT) so that the rules let them pass untracked.
 pub const MARK: u32 = 0x1000_0000;
 
-const CHAINS: [(&str, &str, &str); 4] = [
+const CHAINS: [(&str, &str, &str); 5] = [
     ("raw", "GK-PRE", "PREROUTING"),
+    ("raw", "GK-OUT", "OUTPUT"),
     ("mangle", "GK-POST", "POSTROUTING"),
     ("filter", "GK-IN", "INPUT"),
     ("filter", "GK-FWD", "FORWARD"),
@@ -33,6 +34,7 @@ pub struct Rules {
     pub wan_if: String,
     pub lan_subnet: Ipv4Net,
     pub wan_ip: Ipv4Addr,
+    pub router_lan_ip: Ipv4Addr,
     /// NFQUEUE numbers `first..first+count`, spread by CPU when more than one.
     pub queue_first: u16,
     pub queue_count: u16,
@@ -54,9 +56,14 @@ impl Rules {
     /// The `iptables-restore --noflush` input that creates our chains and the jumps into them.
     pub fn script(&self) -> String {
         let (lan, wan, net, wip, q) = (&self.lan_if, &self.wan_if, self.lan_subnet, self.wan_ip, self.queue());
+        let rip = self.router_lan_ip;
         let m = format!("-m mark --mark {MARK:#x}/{MARK:#x}");
         let mut s = String::new();
-        s += "*raw\n:GK-PRE - [0:0]\n-I PREROUTING 1 -j GK-PRE\n";
+        s += "*raw\n:GK-PRE - [0:0]\n:GK-OUT - [0:0]\n-I PREROUTING 1 -j GK-PRE\n-I OUTPUT 1 -j GK-OUT\n";
+        // The LAN talking to the router's own services (DNS, DHCP, web) needs no connection tracking.
+        s += &format!(
+            "-A GK-PRE -i {lan} -d {rip}/32 -j CT --notrack\n-A GK-OUT -o {lan} -s {rip}/32 -j CT --notrack\n"
+        );
         s += &format!("-A GK-PRE {m} -j CT --notrack\n-A GK-PRE {m} -j ACCEPT\n");
         s += &format!("-A GK-PRE -i {wan} {q}\n");
         s += &format!("-A GK-PRE -i {lan} -d {wip}/32 {q}\n");
@@ -126,6 +133,7 @@ mod tests {
             wan_if: "eth0".into(),
             lan_subnet: "10.0.0.0/24".parse().unwrap(),
             wan_ip: "203.0.113.2".parse().unwrap(),
+            router_lan_ip: "10.0.0.1".parse().unwrap(),
             queue_first: 0,
             queue_count: 2,
         };

@@ -197,10 +197,6 @@ impl LanSetup {
     }
 
     async fn apply_steps(nl: &Netlink, plan: &Plan, j: &mut Journal) -> Result<u32> {
-        let forward = read_sysctl(IP_FORWARD)?;
-        j.push(Undo::Sysctl { key: IP_FORWARD.into(), value: forward })?;
-        write_sysctl(IP_FORWARD, "1")?;
-
         for port in plan.ports.iter().filter(|p| !p.up) {
             j.push(Undo::SetDown { ifname: port.name.clone() })?;
         }
@@ -227,6 +223,13 @@ impl LanSetup {
             .map_err(|e| anyhow!("cannot add {} to {lan}: {e}", plan.router_net()))?;
         nl.set_up(lan_index, true).await.map_err(|e| anyhow!("cannot bring {lan} up: {e}"))?;
         Ok(lan_index)
+    }
+
+    /// Switches IPv4 forwarding on. Call it last, once the NAT's rules are in place: the undo runs backwards, so
+    /// forwarding is also the first thing switched off, before the rules go (never a moment of untranslated
+    /// forwarding, at start, at exit or when recovering from a crash).
+    pub fn enable_forwarding(&mut self) -> Result<()> {
+        self.set_sysctl(IP_FORWARD, "1")
     }
 
     /// Sets a sysctl, remembering the old value for teardown (and for the next start after a crash).

@@ -131,7 +131,8 @@ pub async fn serve(ctx: Context) -> Result<()> {
         .route("/", get(index))
         .route("/api/status", get(api_status))
         .route("/api/dhcp", get(api_dhcp))
-        .route("/api/dns", get(api_dns)).route("/api/nat", get(api_nat))
+        .route("/api/dns", get(api_dns))
+        .route("/api/nat", get(api_nat))
         .with_state(ctx);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     Ok(())

@@ -1,0 +1,297 @@
+//! End-to-end NAT: LAN hosts reach the pretend internet through Gatekeeper's userspace NAT, which is full cone,
+//! hairpins, forwards ports, translates ICMP errors, and never lets a LAN address out, even when killed.
+
+mod common;
+
+use common::*;
+use gatekeeper::lab::{Lab, Proc};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn start(lab: &Lab, env: &[(&str, &str)], log: &str) -> Proc {
+    let state = state_dir(lab, "state");
+    let mut c = lab.cmd(&lab.gw(), binary());
+    c.args(["run", "--netns", &lab.gw(), "--state-dir", state.to_str().unwrap()]).env("GATEKEEPER_LOG", "debug");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut gw = Proc::spawn(c, &lab.dir().join(log)).unwrap();
+    gw.wait_for_log("NAT packet path ready", Duration::from_secs(20)).unwrap();
+    gw
+}
+
+/// LAN client `i` at 10.0.0.(10+i) with the gateway as default route.
+fn client(lab: &Lab, i: usize) -> String {
+    let ns = lab.client(i);
+    lab.run(&ns, &["ip", "addr", "add", &format!("10.0.0.{}/24", 10 + i), "dev", "eth0"]).unwrap();
+    lab.run(&ns, &["ip", "route", "add", "default", "via", "10.0.0.1"]).unwrap();
+    ns
+}
+
+/// Echo servers in `wan` on 203.0.113.1: TCP 7000 and UDP 7001. Returns the peers they saw.
+struct Echo {
+    stop: Arc<AtomicBool>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start(lab: &Lab, ip: &'static str) -> Echo {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let (s1, p1) = (stop.clone(), peers.clone());
+        let tcp = spawn_in(&lab.wan(), move || {
+            let l = TcpListener::bind((ip, 7000)).unwrap();
+            l.set_nonblocking(true).unwrap();
+            while !s1.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut c, peer)) => {
+                        p1.lock().unwrap().push(peer);
+                        c.set_nonblocking(false).unwrap();
+                        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                        let mut b = [0u8; 64];
+                        if let Ok(n) = c.read(&mut b) {
+                            let _ = c.write_all(&b[..n]);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let (s2, p2) = (stop.clone(), peers.clone());
+        let udp = spawn_in(&lab.wan(), move || {
+            let u = UdpSocket::bind((ip, 7001)).unwrap();
+            u.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let mut b = [0u8; 1500];
+            while !s2.load(Ordering::SeqCst) {
+                if let Ok((n, peer)) = u.recv_from(&mut b) {
+                    p2.lock().unwrap().push(peer);
+                    let _ = u.send_to(&b[..n], peer);
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        Echo { stop, peers, threads: vec![tcp, udp] }
+    }
+
+    fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn tcp_echo(lab: &Lab, ns: &str, local_port: u16) -> String {
+    lab.in_netns(ns, move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        if local_port != 0 {
+            s.bind(&SocketAddr::from(([0, 0, 0, 0], local_port)).into()).unwrap();
+        }
+        s.connect_timeout(&SocketAddr::from(([203, 0, 113, 1], 7000)).into(), Duration::from_secs(3)).unwrap();
+        let mut c: TcpStream = s.into();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        c.write_all(b"hello").unwrap();
+        let mut b = [0u8; 16];
+        let n = c.read(&mut b).unwrap();
+        String::from_utf8_lossy(&b[..n]).into_owned()
+    })
+    .unwrap()
+}
+
+fn udp_echo(lab: &Lab, ns: &str, local_port: u16) -> Option<String> {
+    lab.in_netns(ns, move || {
+        let u = UdpSocket::bind(("0.0.0.0", local_port)).unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        u.send_to(b"ping", "203.0.113.1:7001").unwrap();
+        let mut b = [0u8; 16];
+        u.recv(&mut b).ok().map(|n| String::from_utf8_lossy(&b[..n]).into_owned())
+    })
+    .unwrap()
+}
+
+#[test]
+fn ping_tcp_and_udp_from_two_lan_hosts_leave_with_the_wan_address() {
+    let lab = lab(2);
+    let _gw = start(&lab, &[], "gw.log");
+    let echo = Echo::start(&lab, "203.0.113.1");
+    for i in 1..=2 {
+        let ns = client(&lab, i);
+        lab.run(&ns, &["ping", "-c2", "-i0.2", "-W2", "203.0.113.1"]).unwrap();
+        assert_eq!(tcp_echo(&lab, &ns, 0), "hello");
+        assert_eq!(udp_echo(&lab, &ns, 0).as_deref(), Some("ping"));
+    }
+    let peers = echo.peers();
+    assert_eq!(peers.len(), 4);
+    assert!(peers.iter().all(|p| p.ip().to_string() == "203.0.113.2"), "only the WAN address is seen: {peers:?}");
+}
+
+#[test]
+fn two_hosts_with_the_same_source_port_both_work() {
+    let lab = lab(2);
+    let _gw = start(&lab, &[], "gw.log");
+    let echo = Echo::start(&lab, "203.0.113.1");
+    let (a, b) = (client(&lab, 1), client(&lab, 2));
+    assert_eq!(udp_echo(&lab, &a, 40000).as_deref(), Some("ping"));
+    assert_eq!(udp_echo(&lab, &b, 40000).as_deref(), Some("ping"));
+    assert_eq!(tcp_echo(&lab, &a, 40001), "hello");
+    assert_eq!(tcp_echo(&lab, &b, 40001), "hello");
+    let ports: Vec<u16> = echo.peers().iter().map(|p| p.port()).collect();
+    assert_eq!(ports[0], 40000, "the first keeps its port: {ports:?}");
+    assert_ne!(ports[0], ports[1], "the second gets another: {ports:?}");
+    assert_eq!(ports[2], 40001, "{ports:?}");
+    assert_ne!(ports[2], ports[3], "{ports:?}");
+}
+
+#[test]
+fn port_forwarding_lets_a_wan_host_reach_a_lan_server() {
+    let lab = lab(1);
+    let _gw = start(&lab, &[("PORT_FORWARDING", "10.0.0.11:8080")], "gw.log");
+    let ns = client(&lab, 1);
+    let server = spawn_in(&ns, || {
+        let l = TcpListener::bind("10.0.0.11:8080").unwrap();
+        let (mut c, peer) = l.accept().unwrap();
+        c.write_all(b"served").unwrap();
+        peer
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let got = lab
+        .in_netns(&lab.wan(), || {
+            let mut c =
+                TcpStream::connect_timeout(&"203.0.113.2:8080".parse().unwrap(), Duration::from_secs(3)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut s = String::new();
+            c.read_to_string(&mut s).unwrap();
+            s
+        })
+        .unwrap();
+    assert_eq!(got, "served");
+    assert_eq!(server.join().unwrap().ip().to_string(), "203.0.113.1", "the LAN server sees the real client");
+    // Other ports stay closed from the WAN.
+    let closed = lab.in_netns(&lab.wan(), || {
+        TcpStream::connect_timeout(&"203.0.113.2:8081".parse().unwrap(), Duration::from_secs(2)).is_err()
+    });
+    assert!(closed.unwrap());
+}
+
+#[test]
+fn icmp_errors_come_back_to_the_lan_host() {
+    let lab = lab(1);
+    let _gw = start(&lab, &[], "gw.log");
+    let ns = client(&lab, 1);
+    // A UDP probe to a closed port: the port-unreachable error reaches the sender's socket.
+    let refused = lab
+        .in_netns(&ns, || {
+            let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+            u.connect("203.0.113.1:9").unwrap();
+            u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            u.send(b"x").unwrap();
+            let mut b = [0u8; 8];
+            u.recv(&mut b).unwrap_err().kind()
+        })
+        .unwrap();
+    assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
+    let tr = lab.run(&ns, &["traceroute", "-n", "-q1", "-w2", "203.0.113.1"]).unwrap();
+    assert!(tr.lines().last().unwrap().contains("203.0.113.1"), "traceroute reaches the end: {tr}");
+}
+
+#[test]
+fn nothing_leaves_untranslated_even_when_the_gateway_is_killed_under_load() {
+    let lab = lab(1);
+    let mut gw = start(&lab, &[], "first.log");
+    let _echo = Echo::start(&lab, "203.0.113.1");
+    let ns = client(&lab, 1);
+    let pcap = lab.dir().join("wan.pcap");
+    let mut dump = lab.cmd(&lab.wan(), "tcpdump");
+    dump.args(["-i", "wan0", "-n", "-U", "-w", pcap.to_str().unwrap(), "ip"]);
+    let mut dump = Proc::spawn(dump, &lab.dir().join("tcpdump.log")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Load: a UDP stream from the LAN host for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let sender = spawn_in(&ns, move || {
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mut sent = 0u64;
+        while !s.load(Ordering::SeqCst) {
+            let _ = u.send_to(&[7u8; 200], "203.0.113.1:7001");
+            sent += 1;
+            if sent % 64 == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    gw.kill9().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(udp_echo(&lab, &ns, 0), None, "with the gateway dead nothing passes (fail closed)");
+    let _gw2 = start(&lab, &[], "second.log");
+    assert_eq!(udp_echo(&lab, &ns, 0).as_deref(), Some("ping"), "after the restart traffic flows again");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let sent = sender.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    dump.signal(libc::SIGINT);
+    dump.wait_timeout(Duration::from_secs(5)).unwrap();
+    let all = lab.run(&lab.wan(), &["tcpdump", "-n", "-r", pcap.to_str().unwrap()]).unwrap();
+    let leaked = lab.run(&lab.wan(), &["tcpdump", "-n", "-r", pcap.to_str().unwrap(), "net", "10.0.0.0/8"]).unwrap();
+    assert!(all.lines().count() > 1000, "the capture saw the load ({sent} sent): {} packets", all.lines().count());
+    assert!(leaked.trim().is_empty(), "LAN addresses on the WAN:\n{leaked}");
+}
+
+fn turnserver(lab: &Lab) -> Proc {
+    let mut c = lab.cmd(&lab.wan(), "turnserver");
+    c.args([
+        "-n",
+        "--listening-ip=203.0.113.1",
+        "--listening-ip=203.0.113.3",
+        "--relay-ip=203.0.113.1",
+        "--no-tls",
+        "--no-dtls",
+        "--no-cli",
+    ]);
+    let p = Proc::spawn(c, &lab.dir().join("turnserver.log")).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    p
+}
+
+fn natdiscovery(lab: &Lab, ns: &str, args: &[&str]) -> String {
+    let mut c = lab.cmd(ns, "turnutils_natdiscovery");
+    c.args(args).arg("203.0.113.1");
+    let out = c.output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn rfc5780_full_cone_where_the_kernel_masquerade_filters_by_address_and_port() {
+    // Gatekeeper: endpoint-independent mapping and filtering.
+    let lab = lab(1);
+    let _gw = start(&lab, &[], "gw.log");
+    let _turn = turnserver(&lab);
+    let ns = client(&lab, 1);
+    let out = natdiscovery(&lab, &ns, &["-m", "-f"]);
+    assert!(out.contains("NAT with Endpoint Independent Mapping"), "{out}");
+    assert!(out.contains("NAT with Endpoint Independent Filtering"), "{out}");
+
+    // The kernel's masquerade in the same topology, for contrast.
+    let lab2 = common::lab(1);
+    let gw = lab2.gw();
+    lab2.run(&gw, &["ip", "addr", "add", "10.0.0.1/24", "dev", "gw-lan1"]).unwrap();
+    lab2.run(&gw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    lab2.run(&gw, &["nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100 ; }; add rule ip nat post oifname gwwan masquerade"]).unwrap();
+    let _turn2 = turnserver(&lab2);
+    let ns2 = client(&lab2, 1);
+    let kernel = natdiscovery(&lab2, &ns2, &["-m", "-f"]);
+    assert!(kernel.contains("NAT with Endpoint Independent Mapping"), "{kernel}");
+    assert!(kernel.contains("Address and Port Dependent Filtering"), "{kernel}");
+}
