@@ -7,7 +7,9 @@ packages=(
   iproute2 iputils-ping procps       # namespaces, veths, ping, sysctl
   isc-dhcp-client udhcpc dhcpcd-base # real DHCP clients for the end-to-end tests
   kea-admin                          # perfdhcp (relay-mode DHCP test)
-  tcpdump curl iptables              # captures, HTTP checks and NFQUEUE rules in tests
+  tcpdump curl iptables nftables     # captures, HTTP checks, NFQUEUE rules, the kernel-NAT comparison
+  knot knot-dnsutils bind9-dnsutils  # the upstream DNS server (knotd) and real DNS clients (kdig, dig)
+  coturn traceroute netcat-openbsd   # RFC 5780 NAT behaviour (turnutils_natdiscovery), ICMP errors, raw TCP
   "$@"
 )
 

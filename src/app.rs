@@ -59,6 +59,12 @@ async fn start_nat(
     // Hairpinned packets come back into the LAN with the WAN address as their source.
     lan.set_sysctl(&format!("net/ipv4/conf/{lan_if}/accept_local"), "1")?;
     lan.set_sysctl("net/ipv4/ip_local_port_range", ROUTER_PORTS)?;
+    // With br_netfilter loaded, bridged frames also cross iptables, and a destination rewritten before routing
+    // is sent back out as a bridged frame, which the bridge never returns through its ingress port: hairpinning
+    // to a host on the same port breaks. Frames between LAN ports need no filtering here.
+    if std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+        lan.set_sysctl("net/bridge/bridge-nf-call-iptables", "0")?;
+    }
     lan.install_firewall(&crate::net::firewall::Rules {
         lan_if,
         wan_if: wan.name.clone(),

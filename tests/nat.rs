@@ -282,6 +282,9 @@ fn rfc5780_full_cone_where_the_kernel_masquerade_filters_by_address_and_port() {
     let out = natdiscovery(&lab, &ns, &["-m", "-f"]);
     assert!(out.contains("NAT with Endpoint Independent Mapping"), "{out}");
     assert!(out.contains("NAT with Endpoint Independent Filtering"), "{out}");
+    // Hairpinning: the client's request to its own mapped address comes back to it through the NAT.
+    let hairpin = natdiscovery(&lab, &ns, &["-H"]);
+    assert!(hairpin.contains("successful hairpinning"), "{hairpin}");
 
     // The kernel's masquerade in the same topology, for contrast.
     let lab2 = common::lab(1);
@@ -294,4 +297,6 @@ fn rfc5780_full_cone_where_the_kernel_masquerade_filters_by_address_and_port() {
     let kernel = natdiscovery(&lab2, &ns2, &["-m", "-f"]);
     assert!(kernel.contains("NAT with Endpoint Independent Mapping"), "{kernel}");
     assert!(kernel.contains("Address and Port Dependent Filtering"), "{kernel}");
+    let kernel_hairpin = natdiscovery(&lab2, &ns2, &["-H"]);
+    assert!(!kernel_hairpin.contains("successful hairpinning"), "{kernel_hairpin}");
 }
