@@ -10,6 +10,7 @@ packages=(
   tcpdump curl iptables nftables     # captures, HTTP checks, NFQUEUE rules, the kernel-NAT comparison
   knot knot-dnsutils bind9-dnsutils  # the upstream DNS server (knotd) and real DNS clients (kdig, dig)
   coturn traceroute netcat-openbsd   # RFC 5780 NAT behaviour (turnutils_natdiscovery), ICMP errors, raw TCP
+  iperf3                             # bulk TCP through the NAT (GSO packets, partial checksums)
   "$@"
 )
 

@@ -50,12 +50,15 @@ impl Echo {
                 match l.accept() {
                     Ok((mut c, peer)) => {
                         p1.lock().unwrap().push(peer);
-                        c.set_nonblocking(false).unwrap();
-                        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                        let mut b = [0u8; 64];
-                        if let Ok(n) = c.read(&mut b) {
-                            let _ = c.write_all(&b[..n]);
-                        }
+                        // A thread per connection: a long-lived one must not hold up the others.
+                        std::thread::spawn(move || {
+                            c.set_nonblocking(false).unwrap();
+                            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                            let mut b = [0u8; 64];
+                            if let Ok(n) = c.read(&mut b) {
+                                let _ = c.write_all(&b[..n]);
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -299,4 +302,107 @@ fn rfc5780_full_cone_where_the_kernel_masquerade_filters_by_address_and_port() {
     assert!(kernel.contains("Address and Port Dependent Filtering"), "{kernel}");
     let kernel_hairpin = natdiscovery(&lab2, &ns2, &["-H"]);
     assert!(!kernel_hairpin.contains("successful hairpinning"), "{kernel_hairpin}");
+}
+
+/// An IPv4+UDP datagram from `src:sport` to `dst:dport` (checksum 0: allowed for UDP over IPv4).
+fn udp_datagram(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 28];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&28u16.to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    let mut sum = 0u32;
+    for i in (0..20).step_by(2) {
+        sum += u32::from(u16::from_be_bytes([p[i], p[i + 1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[24..26].copy_from_slice(&8u16.to_be_bytes());
+    p
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
+}
+
+#[test]
+fn a_flood_of_100000_flows_keeps_memory_bounded_and_established_flows_working() {
+    let lab = lab(2);
+    let gw = start(&lab, &[], "gw.log");
+    let _echo = Echo::start(&lab, "203.0.113.1");
+    let (a, b) = (client(&lab, 1), client(&lab, 2));
+    // An established TCP connection from host a, opened before the flood and used after it.
+    let (to_conn, conn_rx) = std::sync::mpsc::channel::<&'static [u8]>();
+    let (from_conn, conn_tx) = std::sync::mpsc::channel::<String>();
+    let conn = spawn_in(&a, move || {
+        let mut c = TcpStream::connect_timeout(&"203.0.113.1:7000".parse().unwrap(), Duration::from_secs(3)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let msg = conn_rx.recv().unwrap();
+        c.write_all(msg).unwrap();
+        let mut buf = [0u8; 16];
+        let n = c.read(&mut buf).unwrap_or(0);
+        from_conn.send(String::from_utf8_lossy(&buf[..n]).into_owned()).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_kb(gw.pid());
+    // 100,000 new flows from host b: 50,000 source ports from each of two LAN addresses (more mappings than the
+    // table holds: 65,536).
+    lab.in_netns(&b, || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::from(255)))
+            .unwrap();
+        s.set_header_included_v4(true).unwrap();
+        let to: socket2::SockAddr = SocketAddr::from(([203, 0, 113, 1], 0)).into();
+        for i in 0..100_000u32 {
+            let sport = 1024 + (i % 50_000) as u16;
+            let src = [10, 0, 0, 12 + (i / 50_000) as u8];
+            let p = udp_datagram(src, sport, [203, 0, 113, 1], 20_000);
+            let _ = s.send_to(&p, &to);
+            if i % 256 == 0 {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let api = lab.run(&a, &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/nat"]).unwrap();
+    let view: serde_json::Value = serde_json::from_str(&api).unwrap();
+    let stats = &view["stats"];
+    assert!(stats["mappings"].as_u64().unwrap() <= 65_536, "{stats}");
+    // The external port space (1024-60999 on one address) runs out first: the oldest mappings give way.
+    assert!(stats["mappings_created"].as_u64().unwrap() > 55_000, "the flood reached the NAT: {stats}");
+    assert!(stats["mappings_evicted"].as_u64().unwrap() > 0, "the table filled and evicted: {stats}");
+    // The old connection still works, and so do new ones.
+    to_conn.send(b"still here").unwrap();
+    assert_eq!(conn_tx.recv_timeout(Duration::from_secs(6)).unwrap(), "still here");
+    conn.join().unwrap();
+    assert_eq!(tcp_echo(&lab, &a, 0), "hello");
+    let after = rss_kb(gw.pid());
+    assert!(after < before + 150_000, "memory stays bounded: {before} kB -> {after} kB");
+}
+
+#[test]
+fn bulk_tcp_with_gso_flows_with_correct_checksums() {
+    let lab = lab(1);
+    let _gw = start(&lab, &[], "gw.log");
+    let ns = client(&lab, 1);
+    let mut server = lab.cmd(&lab.wan(), "iperf3");
+    server.args(["-s", "-1", "-B", "203.0.113.1"]);
+    let _server = Proc::spawn(server, &lab.dir().join("iperf3-server.log")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    lab.run(&lab.wan(), &["nstat", "-n"]).unwrap();
+    let out = lab.run(&ns, &["iperf3", "-c", "203.0.113.1", "-t", "3", "-J"]).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let bps = report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap();
+    assert!(bps > 100e6, "TCP through the NAT: {:.0} Mbit/s", bps / 1e6);
+    let nstat = lab.run(&lab.wan(), &["nstat", "-az", "TcpInCsumErrors", "UdpInCsumErrors"]).unwrap();
+    for line in nstat.lines().filter(|l| l.contains("CsumErrors")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "checksum errors at the receiver: {nstat}");
+    }
 }
