@@ -41,7 +41,9 @@ pub fn run(args: LabArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let state = lab.dir().join("state");
     // The host link's address is a static lease, so the DHCP server never hands it to a device.
-    let mut config = String::new();
+    // The pretend internet's DNS: knotd serving the `test.` zone; the gateway forwards to it.
+    let _knot = lab.start_knot(super::WAN_ADDR, &super::test_zone())?;
+    let mut config = format!("[dns]\nupstreams = [\"{}:53\"]\n", super::WAN_ADDR);
     if let Some(host) = lab.host_link() {
         let mac = super::link_mac(None, host)?;
         config += &format!("[[dhcp.static]]\nmac = \"{mac}\"\nip = \"{host_addr}\"\nname = \"host\"\n");
@@ -70,6 +72,10 @@ pub fn run(args: LabArgs) -> Result<()> {
         let name = DEVICE_NAMES.get(i - 1).map_or_else(|| format!("device{i}"), |n| n.to_string());
         devices.push((name.clone(), lab.dhcp_client(i, DhcpClient::Udhcpc, Some(&name))?));
     }
+    // `ip netns exec` shows each device /etc/netns/<ns>/resolv.conf as its /etc/resolv.conf: name the gateway.
+    for i in 1..=lab.clients() {
+        lab.set_resolver(&lab.client(i), router)?;
+    }
     let mut addresses = Vec::new();
     for (name, d) in &mut devices {
         let bound = d.wait_event(0, &["bound"], Duration::from_secs(30))?;
@@ -82,7 +88,7 @@ pub fn run(args: LabArgs) -> Result<()> {
     }
 
     println!("Gatekeeper lab {} is up.", lab.id);
-    println!("  internet namespace : {} (203.0.113.1; the gateway's WAN is {GW_WAN_ADDR})", lab.wan());
+    println!("  internet namespace : {} (203.0.113.1, DNS for test.; the gateway's WAN is {GW_WAN_ADDR})", lab.wan());
     println!("  gateway namespace  : {} (LAN {subnet}, router {router})", lab.gw());
     for (i, addr) in addresses.iter().enumerate() {
         let ns = lab.client(i + 1);

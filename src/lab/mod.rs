@@ -140,6 +140,7 @@ pub fn cleanup_stale() {
             tracing::warn!("removing namespace {name} left by a lab that was not shut down");
             kill_ns_processes(name);
             let _ = ip(&["netns", "del", name]);
+            let _ = fs::remove_dir_all(Path::new("/etc/netns").join(name));
         } else {
             let _ = ip(&["link", "del", name]);
         }
@@ -279,6 +280,14 @@ impl Lab {
         sh(&mut c)
     }
 
+    /// Makes `ip netns exec ns ...` see `nameserver ip` as its resolv.conf (removed with the lab).
+    pub fn set_resolver(&self, ns: &str, ip: std::net::Ipv4Addr) -> Result<()> {
+        let dir = Path::new("/etc/netns").join(ns);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("resolv.conf"), format!("nameserver {ip}\nsearch lan\n"))?;
+        Ok(())
+    }
+
     /// Runs `f` on a thread inside namespace `ns` (sockets it opens live there), and returns its result.
     pub fn in_netns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         let path = Path::new("/run/netns").join(ns);
@@ -332,6 +341,7 @@ impl Drop for Lab {
             if let Err(e) = ip(&["netns", "del", ns]) {
                 eprintln!("lab {}: {e:#}", self.id);
             }
+            let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
         if let Some(h) = &self.host_link {
             // Usually gone with the gw namespace already.
