@@ -12,7 +12,7 @@
 use anyhow::{Context, Result, bail};
 use gatekeeper::dhcp::lease::{Lease, Record};
 use gatekeeper::dhcp::store::LeaseStore;
-use gatekeeper::lab::{Lab, LabOptions, Proc};
+use gatekeeper::lab::{Lab, LabOptions, Proc, cpu_secs};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -66,26 +66,6 @@ fn preload_ip(i: usize) -> Ipv4Addr {
 
 fn mac_text(m: &[u8; 6]) -> String {
     gatekeeper::dhcp::server::fmt_mac(m)
-}
-
-/// CPU time (user + system, all threads) of a process, in seconds.
-fn cpu_secs(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
-}
-
-/// `Udp: RcvbufErrors` of a namespace: datagrams dropped because a socket's receive buffer was full.
-fn udp_rcvbuf_errors(lab: &Lab, ns: &str) -> Result<u64> {
-    let snmp = lab.run(ns, &["cat", "/proc/net/snmp"])?;
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
-    let (names, values) = (udp.next().context("snmp")?, udp.next().context("snmp")?);
-    let i = names.split_whitespace().position(|n| n == "RcvbufErrors").context("RcvbufErrors")?;
-    Ok(values.split_whitespace().nth(i).context("value")?.parse()?)
 }
 
 fn start_server(lab: &Lab, server: Server, held: usize, dir: &Path) -> Result<Proc> {
@@ -219,7 +199,7 @@ fn run_one(server: Server, held: usize, offered: u32, seconds: u64) -> Result<Ou
     let proc = start_server(&lab, server, held, &dir)?;
     let pid = proc.pid();
 
-    let udp_before = (udp_rcvbuf_errors(&lab, &gw)?, udp_rcvbuf_errors(&lab, &lan)?);
+    let udp_before = (lab.udp_rcvbuf_errors(&gw)?, lab.udp_rcvbuf_errors(&lan)?);
     let before = cpu_secs(pid)?;
     let mut perf = lab.cmd(&lan, "perfdhcp");
     perf.args(["-4", "-l", RELAY, "-r", &offered.to_string(), "-p", &seconds.to_string(), "-R", "4000000"])
@@ -236,7 +216,7 @@ fn run_one(server: Server, held: usize, offered: u32, seconds: u64) -> Result<Ou
             eprintln!("  thread {:<20} utime {:>6} stime {:>6} ticks", comm.trim(), f[11], f[12]);
         }
     }
-    let udp_after = (udp_rcvbuf_errors(&lab, &gw)?, udp_rcvbuf_errors(&lab, &lan)?);
+    let udp_after = (lab.udp_rcvbuf_errors(&gw)?, lab.udp_rcvbuf_errors(&lan)?);
     eprintln!(
         "  UDP receive-buffer drops: server side {}, perfdhcp side {}",
         udp_after.0 - udp_before.0,

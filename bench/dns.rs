@@ -28,7 +28,7 @@
 
 use anyhow::{Context, Result, bail};
 use gatekeeper::lab::{
-    CACHED_NAMES, Lab, LabOptions, Proc, RecordType, WAN_ADDR, cached_name, test_zone, uncached_name,
+    CACHED_NAMES, Lab, LabOptions, Proc, RecordType, WAN_ADDR, cached_name, cpu_secs, test_zone, uncached_name,
 };
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -121,17 +121,6 @@ struct Outcome {
     machine_secs: f64,
 }
 
-/// CPU time (user + system, all threads) of a process, in seconds.
-fn cpu_secs(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
-}
-
 /// CPU time of the whole machine, busy and total, in seconds (first line of /proc/stat).
 fn machine_cpu() -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat")?;
@@ -168,21 +157,8 @@ fn wait_quiet() -> Result<()> {
     }
 }
 
-/// `Udp: RcvbufErrors` of a namespace: datagrams dropped because a socket's receive buffer was full.
-fn udp_rcvbuf_errors(lab: &Lab, ns: &str) -> Result<u64> {
-    let snmp = lab.run(ns, &["cat", "/proc/net/snmp"])?;
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
-    let (names, values) = (udp.next().context("snmp")?, udp.next().context("snmp")?);
-    let i = names.split_whitespace().position(|n| n == "RcvbufErrors").context("RcvbufErrors")?;
-    Ok(values.split_whitespace().nth(i).context("value")?.parse()?)
-}
-
 fn rcvbuf_errors(lab: &Lab) -> Result<[u64; 3]> {
-    Ok([
-        udp_rcvbuf_errors(lab, &lab.client(1))?,
-        udp_rcvbuf_errors(lab, &lab.gw())?,
-        udp_rcvbuf_errors(lab, &lab.wan())?,
-    ])
+    Ok([lab.udp_rcvbuf_errors(&lab.client(1))?, lab.udp_rcvbuf_errors(&lab.gw())?, lab.udp_rcvbuf_errors(&lab.wan())?])
 }
 
 /// User + system CPU of this process's reaped children, in seconds.

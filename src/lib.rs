@@ -1,6 +1,7 @@
 //! Gatekeeper: a home internet gateway in one program. See DESIGN.md for the layout; each folder is a subsystem.
 
 pub mod app;
+pub mod bytes;
 pub mod config;
 pub mod datapath;
 pub mod dhcp;

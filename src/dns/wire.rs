@@ -46,25 +46,7 @@ pub const F3_RA: u8 = 0x80;
 pub const F3_AD: u8 = 0x20;
 pub const F3_CD: u8 = 0x10;
 
-#[inline]
-pub fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-#[inline]
-pub fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-#[inline]
-pub fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-#[inline]
-pub fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
-}
+pub use crate::bytes::{be16, be32, put16, put32};
 
 /// The client's EDNS(0) OPT RR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

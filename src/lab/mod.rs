@@ -81,11 +81,24 @@ fn link_mac(ns: Option<&str>, link: &str) -> Result<String> {
     out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).map(str::to_owned).context("no MAC address")
 }
 
-/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), to tell a pid reused.
-fn start_time(pid: u32) -> Option<u64> {
+/// Fields of /proc/PID/stat after the command name (so field 3, the state, is index 0).
+fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = &stat[stat.rfind(')')? + 2..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
+    Some(after_comm.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), to tell a pid reused.
+fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19).copied()
+}
+
+/// CPU time (user + system, all threads) of a process so far, in seconds: what the benchmarks charge a server.
+pub fn cpu_secs(pid: u32) -> Result<f64> {
+    let f = stat_fields(pid).with_context(|| format!("no process {pid}"))?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((f[11] + f[12]) as f64 / hz)
 }
 
 fn owner_alive(id: &str) -> bool {
@@ -311,6 +324,15 @@ impl Lab {
         let mut c = self.cmd(&gw, binary);
         c.args(["run", "--netns", &gw]).args(args).env("GATEKEEPER_LOG", "debug");
         Proc::spawn(c, &self.dir.join(log_name))
+    }
+
+    /// `Udp: RcvbufErrors` of namespace `ns`: datagrams dropped because a socket's receive buffer was full.
+    pub fn udp_rcvbuf_errors(&self, ns: &str) -> Result<u64> {
+        let snmp = self.run(ns, &["cat", "/proc/net/snmp"])?;
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+        let (names, values) = (udp.next().context("snmp")?, udp.next().context("snmp")?);
+        let i = names.split_whitespace().position(|n| n == "RcvbufErrors").context("RcvbufErrors")?;
+        Ok(values.split_whitespace().nth(i).context("value")?.parse()?)
     }
 
     /// A comparable description of a namespace: links, addresses, routes of every table, forwarding sysctls.
