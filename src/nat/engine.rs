@@ -69,6 +69,26 @@ fn set16(pkt: &mut [u8], at: usize, new: u16, d: &mut Delta) -> bool {
 /// Rewrites the datagram `ip` (outer or embedded in an ICMP error) per `rw`, updating the IP header checksum and,
 /// when `update_l4` and present, the L4 checksum. Returns the change of every 16-bit word it wrote, for an enclosing
 /// ICMP checksum.
+/// Rewrites a TCP/UDP packet; a partially checksummed one (CHECKSUM_PARTIAL) gets its full L4 checksum instead
+/// of an incremental update.
+fn rewrite_l4(pkt: &mut [u8], ip: &Ipv4, rw: &Rw, partial: bool) {
+    apply(pkt, ip, rw, !partial);
+    if partial {
+        complete_l4_checksum(pkt);
+    }
+}
+
+/// Protocol, source port, destination port and TCP flags of a TCP or UDP packet whose header is all there.
+fn ports(pkt: &[u8], ip: &Ipv4) -> Result<(Protocol, u16, u16, u8), DropReason> {
+    let (proto, need) = if ip.proto == PROTO_TCP { (Protocol::Tcp, 20) } else { (Protocol::Udp, 8) };
+    if ip.l4_len() < need {
+        return Err(DropReason::Truncated);
+    }
+    let l4 = ip.l4_off();
+    let flags = if proto == Protocol::Tcp { pkt[l4 + 13] } else { 0 };
+    Ok((proto, be16(pkt, l4), be16(pkt, l4 + 2), flags))
+}
+
 fn apply(pkt: &mut [u8], ip: &Ipv4, rw: &Rw, update_l4: bool) -> Delta {
     let o = ip.off;
     let mut all = Delta::default();
@@ -324,12 +344,10 @@ impl Nat {
         let bytes = ip.end as u64;
         match ip.proto {
             PROTO_TCP | PROTO_UDP => {
-                let (proto, need) = if ip.proto == PROTO_TCP { (Protocol::Tcp, 20) } else { (Protocol::Udp, 8) };
-                if ip.l4_len() < need {
-                    return Verdict::Drop(DropReason::Truncated);
-                }
-                let (sport, dport) = (be16(pkt, l4), be16(pkt, l4 + 2));
-                let flags = if proto == Protocol::Tcp { pkt[l4 + 13] } else { 0 };
+                let (proto, sport, dport, flags) = match ports(pkt, &ip) {
+                    Ok(p) => p,
+                    Err(r) => return Verdict::Drop(r),
+                };
                 if hairpin {
                     return self.hairpin(pkt, ip, proto, sport, dport, flags, partial, now);
                 }
@@ -338,10 +356,7 @@ impl Nat {
                     Err(r) => return Verdict::Drop(r),
                 };
                 let rw = Rw { src_ip: Some(self.wan), src_port: Some(ext), ..Rw::default() };
-                apply(pkt, &ip, &rw, !partial);
-                if partial {
-                    complete_l4_checksum(pkt);
-                }
+                rewrite_l4(pkt, &ip, &rw, partial);
                 Verdict::Translated
             }
             PROTO_ICMP => {
@@ -551,10 +566,7 @@ impl Nat {
         self.inbound_flow(dm, self.wan, ext, flags, bytes, now);
         let (tip, tport) = (self.t.maps[dm as usize].int_ip, self.t.maps[dm as usize].int_port);
         let rw = Rw { src_ip: Some(self.wan), src_port: Some(ext), dst_ip: Some(tip), dst_port: Some(tport) };
-        apply(pkt, &ip, &rw, !partial);
-        if partial {
-            complete_l4_checksum(pkt);
-        }
+        rewrite_l4(pkt, &ip, &rw, partial);
         self.stats.hairpinned += 1;
         Verdict::Translated
     }
@@ -573,20 +585,15 @@ impl Nat {
         let bytes = ip.end as u64;
         match ip.proto {
             PROTO_TCP | PROTO_UDP => {
-                let (proto, need) = if ip.proto == PROTO_TCP { (Protocol::Tcp, 20) } else { (Protocol::Udp, 8) };
-                if ip.l4_len() < need {
-                    return Verdict::Drop(DropReason::Truncated);
-                }
-                let (sport, dport) = (be16(pkt, l4), be16(pkt, l4 + 2));
+                let (proto, sport, dport, flags) = match ports(pkt, &ip) {
+                    Ok(p) => p,
+                    Err(r) => return Verdict::Drop(r),
+                };
                 let Some(m) = self.live_external(proto, dport, now) else { return Verdict::Local };
-                let flags = if proto == Protocol::Tcp { pkt[l4 + 13] } else { 0 };
                 self.inbound_flow(m, ip.src, sport, flags, bytes, now);
                 let mp = &self.t.maps[m as usize];
                 let rw = Rw { dst_ip: Some(mp.int_ip), dst_port: Some(mp.int_port), ..Rw::default() };
-                apply(pkt, &ip, &rw, !partial);
-                if partial {
-                    complete_l4_checksum(pkt);
-                }
+                rewrite_l4(pkt, &ip, &rw, partial);
                 Verdict::Translated
             }
             PROTO_ICMP => {
