@@ -18,6 +18,21 @@ fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)), u16::from_be(s.sin_port))
 }
 
+/// Points one message header at its buffer (`len` bytes) and address slot. Redone before every call: the header
+/// holds raw pointers, so it is never kept across moves of the owning struct.
+fn point(hdr: &mut libc::mmsghdr, iov: &mut libc::iovec, buf: &mut [u8], len: usize, addr: &mut libc::sockaddr_in) {
+    *iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+    let h = &mut hdr.msg_hdr;
+    h.msg_name = (addr as *mut libc::sockaddr_in).cast();
+    h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    h.msg_iov = iov;
+    h.msg_iovlen = 1;
+    h.msg_control = std::ptr::null_mut();
+    h.msg_controllen = 0;
+    h.msg_flags = 0;
+    hdr.msg_len = 0;
+}
+
 /// Receives up to `capacity` datagrams per call.
 pub struct RecvBatch {
     bufs: Vec<Vec<u8>>,
@@ -50,16 +65,8 @@ impl RecvBatch {
     /// One non-blocking `recvmmsg`; returns how many datagrams arrived (`WouldBlock` when none).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         for i in 0..self.bufs.len() {
-            self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.bufs[i].len() };
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
-            self.hdrs[i].msg_len = 0;
+            let len = self.bufs[i].len();
+            point(&mut self.hdrs[i], &mut self.iovs[i], &mut self.bufs[i], len, &mut self.addrs[i]);
         }
         // SAFETY: every header points at live buffers owned by self, sized as declared.
         let n = unsafe {
@@ -142,15 +149,8 @@ impl SendBatch {
         let (mut sent, mut dropped) = (0, 0);
         while sent < self.len {
             for i in sent..self.len {
-                self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.bufs[i].len() };
-                let h = &mut self.hdrs[i].msg_hdr;
-                h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
-                h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                h.msg_iov = &mut self.iovs[i];
-                h.msg_iovlen = 1;
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
-                h.msg_flags = 0;
+                let len = self.bufs[i].len();
+                point(&mut self.hdrs[i], &mut self.iovs[i], &mut self.bufs[i], len, &mut self.addrs[i]);
             }
             let n = (self.len - sent) as u32;
             // SAFETY: headers point at live buffers owned by self.
