@@ -94,13 +94,32 @@ impl RecvBatch {
     }
 }
 
-/// Queues datagrams and sends them with as few `sendmmsg` calls as possible.
+/// Datagrams at most this long are coalesced into one UDP GSO send: under any link MTU of 1280 or more, so the
+/// kernel never refuses a segment size as larger than the path allows.
+const GSO_MAX_SEGMENT: usize = 1200;
+/// Segments per GSO send (the kernel's limit is 64 or 128 depending on the version).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Room for one `cmsghdr` with a u16 (UDP_SEGMENT), 8-byte aligned.
+type Cmsg = [u64; 4];
+
+/// Queues datagrams and sends them with as few `sendmmsg` calls as possible. Datagrams of the same length to the
+/// same destination leave as one UDP GSO message (`UDP_SEGMENT`): the stack below the socket (routing, netfilter,
+/// the link, the receiver's IP layer) runs once for all of them and the segments are split at the end, which is
+/// most of the cost of a small datagram. If the kernel or the route refuses GSO, the batch falls back to one
+/// message per datagram for good.
 pub struct SendBatch {
     bufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_in>,
+    /// Queue positions in sending order: grouped by (destination, length).
+    order: Vec<usize>,
+    /// Per outgoing message: first position in `order`, number of datagrams, and the coalesced bytes (GSO only).
+    msgs: Vec<(usize, usize)>,
+    joined: Vec<Vec<u8>>,
+    cmsgs: Vec<Cmsg>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     len: usize,
+    gso: bool,
 }
 
 // SAFETY: as for RecvBatch.
@@ -115,10 +134,25 @@ impl SendBatch {
         SendBatch {
             bufs: vec![Vec::with_capacity(512); capacity],
             addrs: vec![zero_addr; capacity],
+            order: Vec::with_capacity(capacity),
+            msgs: Vec::with_capacity(capacity),
+            joined: vec![Vec::new(); capacity],
+            cmsgs: vec![[0; 4]; capacity],
             iovs: vec![zero_iov; capacity],
             hdrs: vec![zero_hdr; capacity],
             len: 0,
+            gso: true,
         }
+    }
+
+    /// Sends one message per datagram from now on (also what happens when the kernel refuses GSO).
+    pub fn without_gso(mut self) -> Self {
+        self.gso = false;
+        self
+    }
+
+    pub fn gso_enabled(&self) -> bool {
+        self.gso
     }
 
     pub fn is_full(&self) -> bool {
@@ -143,25 +177,100 @@ impl SendBatch {
         self.len += 1;
     }
 
+    /// Groups the datagrams at the queue positions in `order` into messages: runs of equal (destination, length)
+    /// become one GSO message each.
+    fn plan(&mut self) {
+        self.msgs.clear();
+        if self.gso {
+            let (addrs, bufs) = (&self.addrs, &self.bufs);
+            self.order.sort_unstable_by_key(|&i| (addrs[i].sin_addr.s_addr, addrs[i].sin_port, bufs[i].len()));
+        }
+        let mut at = 0;
+        while at < self.order.len() {
+            let first = self.order[at];
+            let (a, l) = (self.addrs[first], self.bufs[first].len());
+            let mut n = 1;
+            if self.gso && l > 0 && l <= GSO_MAX_SEGMENT {
+                while at + n < self.order.len() && n < GSO_MAX_SEGMENTS {
+                    let j = self.order[at + n];
+                    let b = self.addrs[j];
+                    if b.sin_addr.s_addr != a.sin_addr.s_addr || b.sin_port != a.sin_port || self.bufs[j].len() != l {
+                        break;
+                    }
+                    n += 1;
+                }
+            }
+            self.msgs.push((at, n));
+            at += n;
+        }
+    }
+
+    /// Points message `m`'s header at its bytes: the datagram itself, or the run joined with a UDP_SEGMENT cmsg.
+    fn point_msg(&mut self, m: usize) {
+        let (at, n) = self.msgs[m];
+        let first = self.order[at];
+        if n == 1 {
+            let len = self.bufs[first].len();
+            point(&mut self.hdrs[m], &mut self.iovs[m], &mut self.bufs[first], len, &mut self.addrs[first]);
+            return;
+        }
+        let seg = self.bufs[first].len();
+        let joined = &mut self.joined[m];
+        joined.clear();
+        for &i in &self.order[at..at + n] {
+            joined.extend_from_slice(&self.bufs[i]);
+        }
+        let len = joined.len();
+        point(&mut self.hdrs[m], &mut self.iovs[m], joined, len, &mut self.addrs[first]);
+        let ctl = &mut self.cmsgs[m];
+        // SAFETY: `ctl` is 32 bytes, 8-byte aligned: room for CMSG_SPACE(2) = 24; the header points at it.
+        unsafe {
+            let h = &mut self.hdrs[m].msg_hdr;
+            h.msg_control = ctl.as_mut_ptr().cast();
+            h.msg_controllen = libc::CMSG_SPACE(2) as _;
+            let c = libc::CMSG_FIRSTHDR(h);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
+        }
+    }
+
     /// Sends everything queued; returns how many datagrams were dropped (socket buffer full, or an error for
     /// that destination). Never blocks.
     pub fn flush(&mut self, fd: RawFd) -> usize {
-        let (mut sent, mut dropped) = (0, 0);
-        while sent < self.len {
-            for i in sent..self.len {
-                let len = self.bufs[i].len();
-                point(&mut self.hdrs[i], &mut self.iovs[i], &mut self.bufs[i], len, &mut self.addrs[i]);
+        let mut dropped = 0;
+        self.order.clear();
+        self.order.extend(0..self.len);
+        'again: loop {
+            self.plan();
+            for m in 0..self.msgs.len() {
+                self.point_msg(m);
             }
-            let n = (self.len - sent) as u32;
-            // SAFETY: headers point at live buffers owned by self.
-            let r = unsafe { libc::sendmmsg(fd, self.hdrs[sent..].as_mut_ptr(), n, libc::MSG_DONTWAIT) };
-            if r > 0 {
-                sent += r as usize;
-            } else {
-                // The datagram at `sent` failed: drop it and go on with the rest.
-                dropped += 1;
+            let mut sent = 0;
+            while sent < self.msgs.len() {
+                let n = (self.msgs.len() - sent) as u32;
+                // SAFETY: headers point at live buffers owned by self.
+                let r = unsafe { libc::sendmmsg(fd, self.hdrs[sent..].as_mut_ptr(), n, libc::MSG_DONTWAIT) };
+                if r > 0 {
+                    sent += r as usize;
+                    continue;
+                }
+                let err = io::Error::last_os_error().raw_os_error();
+                let (at, count) = self.msgs[sent];
+                let refused = matches!(err, Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP));
+                if count > 1 && refused {
+                    // GSO refused (no checksum offload on the route, an old kernel): send what is left, and
+                    // everything after, one datagram per message.
+                    self.gso = false;
+                    self.order.drain(..at);
+                    continue 'again;
+                }
+                // The message at `sent` failed: drop it and go on with the rest.
+                dropped += count;
                 sent += 1;
             }
+            break;
         }
         self.len = 0;
         dropped
@@ -194,5 +303,54 @@ mod tests {
         assert_eq!(inb.recv(b.as_raw_fd()).unwrap(), 1);
         assert_eq!(inb.get(0).0, &[4, 4, 4]);
         assert_eq!(inb.recv(b.as_raw_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
+    /// Receives everything waiting on `s` as (length, first byte) pairs, sorted.
+    fn drain(s: &UdpSocket) -> Vec<(usize, u8)> {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut inb = RecvBatch::new(64, 4096);
+        let mut got = Vec::new();
+        while let Ok(n) = inb.recv(s.as_raw_fd()) {
+            got.extend((0..n).map(|i| (inb.get(i).0.len(), inb.get(i).0[0])));
+        }
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn mixed_lengths_and_destinations_arrive_whole_with_and_without_gso() {
+        for gso in [true, false] {
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let (b, c) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
+            let addr = |s: &UdpSocket| match s.local_addr().unwrap() {
+                std::net::SocketAddr::V4(v) => v,
+                _ => unreachable!(),
+            };
+            let mut out = SendBatch::new(64);
+            if !gso {
+                out = out.without_gso();
+            }
+            // Interleaved: runs of equal length per destination, odd sizes, one too long to coalesce.
+            let mut want_b = Vec::new();
+            let mut want_c = Vec::new();
+            for i in 0..60u8 {
+                let (to, want) = if i % 3 == 0 { (addr(&c), &mut want_c) } else { (addr(&b), &mut want_b) };
+                let len = match i % 5 {
+                    0 => 2000,
+                    1 | 2 => 40,
+                    _ => 41 + (i as usize % 2),
+                };
+                out.slot(to).resize(len, i);
+                out.commit();
+                want.push((len, i));
+            }
+            assert_eq!(out.flush(a.as_raw_fd()), 0);
+            want_b.sort();
+            want_c.sort();
+            assert_eq!(drain(&b), want_b, "gso {gso}");
+            assert_eq!(drain(&c), want_c, "gso {gso}");
+            assert_eq!(out.gso_enabled(), gso, "loopback takes GSO");
+            assert!(out.is_empty());
+        }
     }
 }
