@@ -60,10 +60,12 @@ impl Rules {
         let m = format!("-m mark --mark {MARK:#x}/{MARK:#x}");
         let mut s = String::new();
         s += "*raw\n:GK-PRE - [0:0]\n:GK-OUT - [0:0]\n-I PREROUTING 1 -j GK-PRE\n-I OUTPUT 1 -j GK-OUT\n";
-        // The LAN talking to the router's own services (DNS, DHCP, web) needs no connection tracking.
-        s += &format!(
-            "-A GK-PRE -i {lan} -d {rip}/32 -j CT --notrack\n-A GK-OUT -o {lan} -s {rip}/32 -j CT --notrack\n"
-        );
+        // The LAN talking to the router's own services (DNS, DHCP, web) needs no connection tracking, and no
+        // further rules of ours: ACCEPT ends the raw table for it (the DNS profile showed the rule walk).
+        for (chain, dir, addr) in [("GK-PRE", "-i", "-d"), ("GK-OUT", "-o", "-s")] {
+            s += &format!("-A {chain} {dir} {lan} {addr} {rip}/32 -j CT --notrack\n");
+            s += &format!("-A {chain} {dir} {lan} {addr} {rip}/32 -j ACCEPT\n");
+        }
         s += &format!("-A GK-PRE {m} -j CT --notrack\n-A GK-PRE {m} -j ACCEPT\n");
         s += &format!("-A GK-PRE -i {wan} {q}\n");
         s += &format!("-A GK-PRE -i {lan} -d {wip}/32 {q}\n");
