@@ -116,17 +116,31 @@ fn bind_tcp(ip: Ipv4Addr, ifname: &str) -> Result<TcpListener> {
     Ok(TcpListener::from_std(s.into())?)
 }
 
-/// Asks an upstream over UDP from a fresh socket: the kernel picks a random source port for each one, and the
-/// connected socket only takes datagrams from that upstream.
+/// Asks an upstream over UDP from a fresh socket: the kernel picks a random source port for each one (at
+/// `connect`, no separate bind), and the connected socket only takes datagrams from that upstream. The query goes
+/// out before the socket is registered for readiness, and the answer is read only once it is there: four system
+/// calls besides socket and close, the fewest a fresh port per query allows.
 async fn ask_udp(upstream: SocketAddr, query: Vec<u8>) -> Result<Vec<u8>> {
-    let local: SocketAddr = if upstream.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
-    let s = UdpSocket::bind(local).await?;
-    s.connect(upstream).await?;
-    s.send(&query).await?;
-    let mut buf = vec![0u8; 4096];
-    let n = s.recv(&mut buf).await?;
-    buf.truncate(n);
-    Ok(buf)
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if upstream.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(domain, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
+    s.connect(&upstream.into())?;
+    s.send(&query)?;
+    // SAFETY: the AsyncFd owns the socket; its descriptor stays open and the same until the AsyncFd drops.
+    let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(s, Interest::READABLE) }
+        .map_err(|e| anyhow!("cannot watch the upstream socket: {e}"))?;
+    loop {
+        let mut ready = fd.readable().await?;
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        match ready.try_io(|s| s.get_ref().recv(&mut buf)) {
+            Ok(Ok(n)) => {
+                // SAFETY: recv initialised the first n bytes.
+                return Ok(buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect());
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_would_block) => continue,
+        }
+    }
 }
 
 async fn ask_tcp(upstream: SocketAddr, query: Vec<u8>) -> Result<Vec<u8>> {
@@ -203,6 +217,8 @@ pub async fn serve(
 
 struct Shell {
     udp: UdpSocket,
+    /// UDP replies wait here until the end of the loop turn: one `sendmmsg` (and GSO) for all of them.
+    out: SendBatch,
     inflight: HashMap<QueryHandle, AbortHandle>,
     conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     responses: mpsc::UnboundedSender<(QueryHandle, Result<Vec<u8>>)>,
@@ -212,17 +228,33 @@ struct Shell {
 impl Shell {
     fn reply(&mut self, to: ClientRef, bytes: &[u8]) {
         match to.transport {
-            Transport::Udp => {
-                if self.udp.try_send_to(bytes, to.addr).is_err() {
-                    self.send_failures += 1;
+            Transport::Udp => match to.addr {
+                SocketAddr::V4(a) => {
+                    if self.out.is_full() {
+                        self.flush();
+                    }
+                    self.out.slot(a).extend_from_slice(bytes);
+                    self.out.commit();
                 }
-            }
+                SocketAddr::V6(_) => {
+                    if self.udp.try_send_to(bytes, to.addr).is_err() {
+                        self.send_failures += 1;
+                    }
+                }
+            },
             Transport::Tcp => {
                 let ok = self.conns.get(&to.conn).is_some_and(|c| c.try_send(bytes.to_vec()).is_ok());
                 if !ok {
                     self.send_failures += 1;
                 }
             }
+        }
+    }
+
+    /// Sends the queued UDP replies.
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            self.send_failures += self.out.flush(self.udp.as_raw_fd()) as u64;
         }
     }
 
@@ -307,7 +339,14 @@ async fn run(
     let (responses, mut response_rx) = mpsc::unbounded_channel();
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<(ClientRef, Vec<u8>)>(1024);
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<u64>();
-    let mut shell = Shell { udp, inflight: HashMap::new(), conns: HashMap::new(), responses, send_failures: 0 };
+    let mut shell = Shell {
+        udp,
+        out: SendBatch::new(BATCH),
+        inflight: HashMap::new(),
+        conns: HashMap::new(),
+        responses,
+        send_failures: 0,
+    };
     let mut next_conn = 1u64;
     let mut tcp_refused = 0u64;
     let mut rb = RecvBatch::new(BATCH, 4096);
@@ -315,7 +354,6 @@ async fn run(
     // The coalescing naps are tens of microseconds: keep the kernel from stretching them (default slack 50 us).
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 5_000u64, 0u64, 0u64, 0u64) };
-    let mut sb = SendBatch::new(BATCH);
     let mut reply = Vec::with_capacity(4096);
     let mut actions = Vec::new();
     let timer = tokio::time::sleep(Duration::from_secs(3600));
@@ -338,12 +376,11 @@ async fn run(
                         let (query, from) = rb.get(i);
                         let client = ClientRef { addr: SocketAddr::V4(from), transport: Transport::Udp, conn: 0 };
                         if let Handled::Replied = dns.handle_query(query, client, now, &mut reply, &mut actions) {
-                            sb.slot(from).extend_from_slice(&reply);
-                            sb.commit();
+                            shell.reply(client, &reply);
                         }
                     }
-                    shell.send_failures += sb.flush(fd) as u64;
                     shell.dispatch(&mut actions);
+                    shell.flush();
                     let wait = coalescer.after_batch(n);
                     if wait.is_zero() {
                         if n < BATCH {
@@ -355,16 +392,24 @@ async fn run(
                     }
                 }
             }
-            Some((handle, answer)) = response_rx.recv() => {
-                shell.inflight.remove(&handle);
-                match answer {
-                    Ok(bytes) => dns.handle_response(handle, &bytes, now_ms(), &mut actions),
-                    Err(e) => {
-                        debug!(?handle, "upstream query failed: {e:#}");
-                        dns.handle_failure(handle, now_ms(), &mut actions)
+            Some(first) = response_rx.recv() => {
+                // Every upstream answer already waiting is taken in this turn, so their replies leave together.
+                let mut next = Some(first);
+                let mut taken = 0;
+                while let Some((handle, answer)) = next {
+                    shell.inflight.remove(&handle);
+                    match answer {
+                        Ok(bytes) => dns.handle_response(handle, &bytes, now_ms(), &mut actions),
+                        Err(e) => {
+                            debug!(?handle, "upstream query failed: {e:#}");
+                            dns.handle_failure(handle, now_ms(), &mut actions)
+                        }
                     }
+                    shell.dispatch(&mut actions);
+                    taken += 1;
+                    next = if taken < BATCH { response_rx.try_recv().ok() } else { None };
                 }
-                shell.dispatch(&mut actions);
+                shell.flush();
             }
             Some((client, query)) = tcp_rx.recv() => {
                 if let Handled::Replied = dns.handle_query(&query, client, now_ms(), &mut reply, &mut actions) {
@@ -404,6 +449,8 @@ async fn run(
                 shell.dispatch(&mut actions);
             }
         }
+        // Replies queued by any branch above (SERVFAIL at a deadline, TCP-triggered answers to UDP waiters).
+        shell.flush();
         // Re-arm the core's timer (upstream retries, SERVFAIL deadlines) when its deadline moved.
         let next = dns.next_timeout();
         if next != armed_for {
