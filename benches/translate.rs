@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-const OUT: PacketMeta = PacketMeta { direction: Direction::Outbound, csum_partial: false };
-const IN: PacketMeta = PacketMeta { direction: Direction::Inbound, csum_partial: false };
+const OUT: PacketMeta = PacketMeta::new(Direction::Outbound);
+const IN: PacketMeta = PacketMeta::new(Direction::Inbound);
 
 fn csum(data: &[u8], mut s: u32) -> u16 {
     for c in data.chunks(2) {

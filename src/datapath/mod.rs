@@ -8,7 +8,9 @@ pub mod nfqueue;
 
 use crate::nat::{Direction, Nat, PacketMeta, Snapshot, Verdict};
 use crate::net::firewall::MARK;
-use nfqueue::{HOOK_PRE_ROUTING, NF_ACCEPT, NF_DROP, NF_REPEAT, NFQA_SKB_CSUMNOTREADY, Queue, QueueOptions};
+use nfqueue::{
+    HOOK_PRE_ROUTING, NF_ACCEPT, NF_DROP, NF_REPEAT, NFQA_SKB_CSUMNOTREADY, NFQA_SKB_GSO, Queue, QueueOptions,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -47,7 +49,11 @@ impl Datapath {
                 let (id, before_routing) = (p.id, p.hook == HOOK_PRE_ROUTING);
                 let direction =
                     if before_routing && p.indev == self.wan_index { Direction::Inbound } else { Direction::Outbound };
-                let meta = PacketMeta { direction, csum_partial: p.skb_info & NFQA_SKB_CSUMNOTREADY != 0 };
+                let meta = PacketMeta {
+                    direction,
+                    csum_partial: p.skb_info & NFQA_SKB_CSUMNOTREADY != 0,
+                    gso: p.skb_info & NFQA_SKB_GSO != 0,
+                };
                 match nat.translate(p.payload, meta, now) {
                     // Before routing, the translated packet goes round the hook again with our mark, which the
                     // rules exempt from conntrack; after routing it simply continues.

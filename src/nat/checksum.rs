@@ -72,30 +72,44 @@ impl Delta {
 /// holds only the pseudo-header sum). A computed UDP checksum of 0 is sent as 0xffff. Returns false, leaving the
 /// packet untouched, if it is not an unfragmented TCP or UDP packet or is malformed.
 pub fn complete_l4_checksum(packet: &mut [u8]) -> bool {
-    let Ok(ip) = wire::Ipv4::parse(packet) else { return false };
-    if ip.is_fragment() {
-        return false;
-    }
+    let Some((ip, len, at)) = l4_checksum_field(packet) else { return false };
+    packet[at] = 0;
+    packet[at + 1] = 0;
     let l4 = ip.l4_off();
-    let (len, csum_at) = match ip.proto {
-        PROTO_TCP if ip.l4_len() >= 20 => (ip.l4_len(), 16),
-        PROTO_UDP if ip.l4_len() >= 8 => {
-            let ulen = usize::from(u16::from_be_bytes([packet[l4 + 4], packet[l4 + 5]]));
-            if ulen < 8 || ulen > ip.l4_len() {
-                return false;
-            }
-            (ulen, 6)
-        }
-        _ => return false,
-    };
-    packet[l4 + csum_at] = 0;
-    packet[l4 + csum_at + 1] = 0;
     let s = sum(&packet[l4..l4 + len], pseudo_header(ip.src, ip.dst, ip.proto, len));
     let mut c = !fold(s);
     if ip.proto == PROTO_UDP && c == 0 {
         c = 0xffff;
     }
-    packet[l4 + csum_at..l4 + csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    packet[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// Where the TCP/UDP checksum field is and how long the segment is (TCP: to the end of the IP packet; UDP: its
+/// length field), for an unfragmented, well-formed TCP or UDP packet.
+fn l4_checksum_field(packet: &[u8]) -> Option<(wire::Ipv4, usize, usize)> {
+    let ip = wire::Ipv4::parse(packet).ok()?;
+    if ip.is_fragment() {
+        return None;
+    }
+    let l4 = ip.l4_off();
+    match ip.proto {
+        PROTO_TCP if ip.l4_len() >= 20 => Some((ip, ip.l4_len(), l4 + 16)),
+        PROTO_UDP if ip.l4_len() >= 8 => {
+            let ulen = usize::from(u16::from_be_bytes([packet[l4 + 4], packet[l4 + 5]]));
+            (ulen >= 8 && ulen <= ip.l4_len()).then_some((ip, ulen, l4 + 6))
+        }
+        _ => None,
+    }
+}
+
+/// Writes the pseudo-header sum (not complemented, as Linux keeps it for CHECKSUM_PARTIAL) for the packet's
+/// current addresses into its TCP/UDP checksum field. Returns false, leaving the packet untouched, as
+/// `complete_l4_checksum` does.
+pub fn pseudo_l4_checksum(packet: &mut [u8]) -> bool {
+    let Some((ip, len, at)) = l4_checksum_field(packet) else { return false };
+    let c = fold(pseudo_header(ip.src, ip.dst, ip.proto, len));
+    packet[at..at + 2].copy_from_slice(&c.to_be_bytes());
     true
 }
 

@@ -25,7 +25,7 @@
 //!   (the L4 checksum update is incremental, so it stays right for the whole datagram). With `CT --notrack` the
 //!   kernel's defragmenter (nf_defrag_ipv4) runs before the queue, so fragments should not reach us at all.
 
-use super::checksum::{Delta, complete_l4_checksum};
+use super::checksum::{Delta, complete_l4_checksum, pseudo_l4_checksum};
 use super::table::{
     Class, NONE, Removed, T_DATA_OUT, T_EST, T_FIN_IN, T_FIN_OUT, T_RST, T_SYN_IN, T_SYN_OUT, T_SYNACK, Table,
     internal_key, session_key, tcp_state,
@@ -69,12 +69,39 @@ fn set16(pkt: &mut [u8], at: usize, new: u16, d: &mut Delta) -> bool {
 /// Rewrites the datagram `ip` (outer or embedded in an ICMP error) per `rw`, updating the IP header checksum and,
 /// when `update_l4` and present, the L4 checksum. Returns the change of every 16-bit word it wrote, for an enclosing
 /// ICMP checksum.
-/// Rewrites a TCP/UDP packet; a partially checksummed one (CHECKSUM_PARTIAL) gets its full L4 checksum instead
-/// of an incremental update.
-fn rewrite_l4(pkt: &mut [u8], ip: &Ipv4, rw: &Rw, partial: bool) {
-    apply(pkt, ip, rw, !partial);
-    if partial {
-        complete_l4_checksum(pkt);
+/// The state of a packet's TCP/UDP checksum as the kernel handed it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Csum {
+    /// Complete: updated incrementally (RFC 1624).
+    Complete,
+    /// CHECKSUM_PARTIAL, one segment: the kernel will send it as we return it, so it gets its full checksum.
+    Partial,
+    /// CHECKSUM_PARTIAL and GSO: the kernel splits it and derives each segment's checksum from the
+    /// pseudo-header sum in the field, which we recompute for the new addresses (no pass over the payload).
+    PartialGso,
+}
+
+impl Csum {
+    pub(super) fn of(meta: &PacketMeta) -> Csum {
+        match (meta.csum_partial, meta.gso) {
+            (false, _) => Csum::Complete,
+            (true, false) => Csum::Partial,
+            (true, true) => Csum::PartialGso,
+        }
+    }
+}
+
+/// Rewrites a TCP/UDP packet, keeping its checksum in the state the kernel expects (see `Csum`).
+fn rewrite_l4(pkt: &mut [u8], ip: &Ipv4, rw: &Rw, csum: Csum) {
+    apply(pkt, ip, rw, csum == Csum::Complete);
+    match csum {
+        Csum::Complete => {}
+        Csum::Partial => {
+            complete_l4_checksum(pkt);
+        }
+        Csum::PartialGso => {
+            pseudo_l4_checksum(pkt);
+        }
     }
 }
 
@@ -309,8 +336,8 @@ impl Nat {
         let v = match Ipv4::parse(packet) {
             Err(r) => Verdict::Drop(r),
             Ok(ip) => match meta.direction {
-                Direction::Outbound => self.outbound(packet, ip, meta.csum_partial, now_ms),
-                Direction::Inbound => self.inbound(packet, ip, meta.csum_partial, now_ms),
+                Direction::Outbound => self.outbound(packet, ip, Csum::of(&meta), now_ms),
+                Direction::Inbound => self.inbound(packet, ip, Csum::of(&meta), now_ms),
             },
         };
         match v {
@@ -325,7 +352,7 @@ impl Nat {
         v
     }
 
-    fn outbound(&mut self, pkt: &mut [u8], ip: Ipv4, partial: bool, now: u64) -> Verdict {
+    fn outbound(&mut self, pkt: &mut [u8], ip: Ipv4, csum: Csum, now: u64) -> Verdict {
         let (src, dst) = (ip.src, ip.dst);
         if src == self.router || dst == self.router {
             return Verdict::Accept;
@@ -349,14 +376,14 @@ impl Nat {
                     Err(r) => return Verdict::Drop(r),
                 };
                 if hairpin {
-                    return self.hairpin(pkt, ip, proto, sport, dport, flags, partial, now);
+                    return self.hairpin(pkt, ip, proto, sport, dport, flags, csum, now);
                 }
                 let ext = match self.outbound_flow(proto, src, sport, dst, dport, flags, bytes, now) {
                     Ok(e) => e,
                     Err(r) => return Verdict::Drop(r),
                 };
                 let rw = Rw { src_ip: Some(self.wan), src_port: Some(ext), ..Rw::default() };
-                rewrite_l4(pkt, &ip, &rw, partial);
+                rewrite_l4(pkt, &ip, &rw, csum);
                 Verdict::Translated
             }
             PROTO_ICMP => {
@@ -550,7 +577,7 @@ impl Nat {
         sport: u16,
         dport: u16,
         flags: u8,
-        partial: bool,
+        csum: Csum,
         now: u64,
     ) -> Verdict {
         if self.live_external(proto, dport, now).is_none() {
@@ -566,12 +593,12 @@ impl Nat {
         self.inbound_flow(dm, self.wan, ext, flags, bytes, now);
         let (tip, tport) = (self.t.maps[dm as usize].int_ip, self.t.maps[dm as usize].int_port);
         let rw = Rw { src_ip: Some(self.wan), src_port: Some(ext), dst_ip: Some(tip), dst_port: Some(tport) };
-        rewrite_l4(pkt, &ip, &rw, partial);
+        rewrite_l4(pkt, &ip, &rw, csum);
         self.stats.hairpinned += 1;
         Verdict::Translated
     }
 
-    fn inbound(&mut self, pkt: &mut [u8], ip: Ipv4, partial: bool, now: u64) -> Verdict {
+    fn inbound(&mut self, pkt: &mut [u8], ip: Ipv4, csum: Csum, now: u64) -> Verdict {
         if self.inside(ip.src) || ip.src == self.router || self.inside(ip.dst) || ip.dst == self.router {
             return Verdict::Drop(DropReason::Martian);
         }
@@ -593,7 +620,7 @@ impl Nat {
                 self.inbound_flow(m, ip.src, sport, flags, bytes, now);
                 let mp = &self.t.maps[m as usize];
                 let rw = Rw { dst_ip: Some(mp.int_ip), dst_port: Some(mp.int_port), ..Rw::default() };
-                rewrite_l4(pkt, &ip, &rw, partial);
+                rewrite_l4(pkt, &ip, &rw, csum);
                 Verdict::Translated
             }
             PROTO_ICMP => {

@@ -77,6 +77,16 @@ pub struct PacketMeta {
     pub direction: Direction,
     /// The kernel left the TCP/UDP checksum incomplete (CHECKSUM_PARTIAL: the field holds the pseudo-header sum).
     pub csum_partial: bool,
+    /// A GSO packet (many segments' worth, split by the kernel after our verdict). With `csum_partial`, its
+    /// checksum field must keep holding the pseudo-header sum: the kernel derives every segment's checksum from it
+    /// when it splits the packet (a full sum over the whole packet would be wasted for TCP and wrong for UDP).
+    pub gso: bool,
+}
+
+impl PacketMeta {
+    pub const fn new(direction: Direction) -> Self {
+        PacketMeta { direction, csum_partial: false, gso: false }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,8 +16,8 @@ const R2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const R3: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 const HOP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 
-const OUT: PacketMeta = PacketMeta { direction: Direction::Outbound, csum_partial: false };
-const IN: PacketMeta = PacketMeta { direction: Direction::Inbound, csum_partial: false };
+const OUT: PacketMeta = PacketMeta::new(Direction::Outbound);
+const IN: PacketMeta = PacketMeta::new(Direction::Inbound);
 const SEC: u64 = 1000;
 
 fn cfg() -> NatConfig {
@@ -630,8 +630,8 @@ fn make_partial(p: &mut [u8]) {
 #[test]
 fn csum_partial_comes_out_complete() {
     let mut n = nat();
-    let partial_out = PacketMeta { direction: Direction::Outbound, csum_partial: true };
-    let partial_in = PacketMeta { direction: Direction::Inbound, csum_partial: true };
+    let partial_out = PacketMeta { csum_partial: true, ..PacketMeta::new(Direction::Outbound) };
+    let partial_in = PacketMeta { csum_partial: true, ..PacketMeta::new(Direction::Inbound) };
     for mut p in [tcp_opts(A, 5000, R1, 80, TCP_SYN, &[7; 3000], &[]), udp_payload(A, 5001, R1, 80, &[9; 1001], true)] {
         make_partial(&mut p);
         assert_eq!(go(&mut n, &mut p, partial_out, 0), Verdict::Translated);
@@ -651,6 +651,37 @@ fn csum_partial_comes_out_complete() {
     assert_eq!(p, good);
     let mut e = echo(A, R1, 8, 1, 1);
     assert!(!complete_l4_checksum(&mut e));
+}
+
+/// A GSO packet with CHECKSUM_PARTIAL keeps, after translation, exactly the pseudo-header sum of its new addresses
+/// in the checksum field: what Linux derives each segment's checksum from when it splits the packet (UDP: the
+/// length word is swapped for the segment's; TCP: recomputed). The payload is never read or changed.
+#[test]
+fn gso_partial_keeps_the_pseudo_header_sum_for_the_new_addresses() {
+    let mut n = nat();
+    let gso = |direction| PacketMeta { csum_partial: true, gso: true, ..PacketMeta::new(direction) };
+    let check = |p: &[u8]| {
+        let h = usize::from(p[0] & 0xf) * 4;
+        assert_eq!(fold(sum(&p[..h], 0)), 0xffff, "IP header checksum");
+        let (at, len) = if p[9] == PROTO_TCP { (h + 16, p.len() - h) } else { (h + 6, usize::from(be16(p, h + 4))) };
+        assert_eq!(be16(p, at), fold(pseudo_header(be32(p, 12), be32(p, 16), p[9], len)));
+    };
+    let body: Vec<u8> = (0..60_000u32).map(|i| (i * 7) as u8).collect();
+    for mut p in [tcp_opts(A, 6000, R1, 80, TCP_ACK, &body, &[]), udp_payload(A, 6001, R1, 443, &body, true)] {
+        make_partial(&mut p);
+        assert_eq!(n.translate(&mut p, gso(Direction::Outbound), 0), Verdict::Translated);
+        assert_eq!(src(&p), WAN);
+        check(&p);
+        assert_eq!(&p[p.len() - body.len()..], &body[..]);
+    }
+    let mut p = udp_payload(R1, 443, WAN, 6001, &body, true);
+    make_partial(&mut p);
+    assert_eq!(n.translate(&mut p, gso(Direction::Inbound), 0), Verdict::Translated);
+    assert_eq!(dst(&p), A);
+    check(&p);
+    // A GSO packet whose checksum is complete (not partial) is updated incrementally like any other.
+    let mut p = tcp_opts(A, 6000, R1, 80, TCP_ACK, &body, &[]);
+    assert_eq!(go(&mut n, &mut p, PacketMeta { gso: true, ..OUT }, 0), Verdict::Translated);
 }
 
 #[test]
