@@ -54,7 +54,7 @@ fn queued_packets_pass_on_our_verdict_and_are_dropped_without_us() {
                     assert_eq!(p.payload[9], 1, "ICMP");
                     let id = p.id;
                     n.fetch_add(1, Ordering::SeqCst);
-                    q.verdict(id, NF_ACCEPT);
+                    q.verdict(id, NF_ACCEPT).unwrap();
                 }
                 q.flush().unwrap();
             }

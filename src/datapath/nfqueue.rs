@@ -108,7 +108,14 @@ pub struct Queue {
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     slots: Vec<Slot>,
+    /// Verdict messages waiting for `flush`, except their payloads: `payloads` says where each one goes.
     out: Vec<u8>,
+    /// (end of the header bytes in `out` that precede it, slot index): payloads sent straight from the receive
+    /// buffers, so that userspace never copies a packet (the kernel copies it in anyway).
+    payloads: Vec<(usize, usize)>,
+    /// Bytes of the verdicts waiting, payloads included.
+    pending: usize,
+    send_iovs: Vec<libc::iovec>,
     seq: u32,
     /// Messages in the last batch that were not packets or could not be parsed (counted, skipped).
     pub malformed: u64,
@@ -146,6 +153,10 @@ fn setsockopt_int(fd: RawFd, level: i32, opt: i32, value: i32) -> io::Result<()>
 
 /// Largest datagram: a 64 KB GSO packet plus netlink and attribute headers.
 const BUF_SIZE: usize = 65536 + 4096;
+/// Verdicts are sent once this many bytes wait (a batch of 64 KB GSO packets is several MB).
+const MAX_SEND: usize = 1 << 20;
+/// Netlink attribute padding source.
+const PAD: [u8; 4] = [0; 4];
 
 impl Queue {
     /// Binds queue `num` in the calling thread's network namespace.
@@ -172,6 +183,8 @@ impl Queue {
         }
         setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, opts.rcvbuf as i32)?;
         setsockopt_int(fd.as_raw_fd(), SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)?;
+        // A netlink send larger than the send buffer fails whole (EMSGSIZE): room for the biggest flush.
+        setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, (2 * MAX_SEND) as i32)?;
         let tv = libc::timeval {
             tv_sec: (opts.timeout_ms / 1000) as libc::time_t,
             tv_usec: ((opts.timeout_ms % 1000) * 1000) as libc::suseconds_t,
@@ -196,6 +209,9 @@ impl Queue {
             hdrs: vec![hdr; opts.batch],
             slots: Vec::with_capacity(opts.batch),
             out: Vec::with_capacity(opts.batch * 256),
+            payloads: Vec::with_capacity(opts.batch),
+            pending: 0,
+            send_iovs: Vec::with_capacity(opts.batch * 2 + 1),
             seq: 0,
             malformed: 0,
         };
@@ -361,22 +377,38 @@ impl Queue {
     }
 
     /// Queues a verdict without a payload.
-    pub fn verdict(&mut self, id: u32, verdict: u32) {
+    pub fn verdict(&mut self, id: u32, verdict: u32) -> io::Result<()> {
         // Verdicts need no ACK; the packet id doubles as the sequence number.
+        let before = self.out.len();
         Self::push(&mut self.out, self.num, id, id, verdict, None, None);
+        self.queued(self.out.len() - before)
     }
 
-    /// Queues a verdict carrying packet `i`'s (rewritten) payload, optionally with a mark.
-    pub fn verdict_with_payload(&mut self, i: usize, verdict: u32, mark: Option<u32>) {
+    /// Queues a verdict carrying packet `i`'s (rewritten) payload, optionally with a mark. The payload is not
+    /// copied: `flush` sends it from the receive buffer.
+    pub fn verdict_with_payload(&mut self, i: usize, verdict: u32, mark: Option<u32>) -> io::Result<()> {
         let s = self.slots[i];
-        let (start, len) = (s.payload.0 as usize, s.payload.1 as usize);
-        // Split borrows: the payload lives in `bufs`, the message is built in `out`.
-        let payload = &self.bufs[s.buf as usize][start..start + len];
-        Self::push(&mut self.out, self.num, s.id, s.id, verdict, Some(payload), mark);
+        let len = s.payload.1 as usize;
+        let before = self.out.len();
+        let start = begin(&mut self.out, NFQNL_MSG_VERDICT, 0, s.id, self.num, libc::AF_UNSPEC as u8);
+        Self::verdict_attrs(&mut self.out, s.id, verdict, mark);
+        // The payload attribute's header here; its value and padding go in at `flush`.
+        let alen = 4 + len;
+        self.out.extend_from_slice(&(alen as u16).to_ne_bytes());
+        self.out.extend_from_slice(&NFQA_PAYLOAD.to_ne_bytes());
+        let total = self.out.len() - start + align4(alen) - 4;
+        self.out[start..start + 4].copy_from_slice(&(total as u32).to_ne_bytes());
+        self.payloads.push((self.out.len(), i));
+        self.queued(self.out.len() - before + align4(alen) - 4)
     }
 
-    fn push(out: &mut Vec<u8>, num: u16, seq: u32, id: u32, verdict: u32, payload: Option<&[u8]>, mark: Option<u32>) {
-        let start = begin(out, NFQNL_MSG_VERDICT, 0, seq, num, libc::AF_UNSPEC as u8);
+    /// Counts `bytes` more waiting, and sends them all once they are many.
+    fn queued(&mut self, bytes: usize) -> io::Result<()> {
+        self.pending += bytes;
+        if self.pending >= MAX_SEND { self.flush() } else { Ok(()) }
+    }
+
+    fn verdict_attrs(out: &mut Vec<u8>, id: u32, verdict: u32, mark: Option<u32>) {
         let mut hdr = [0u8; 8];
         hdr[..4].copy_from_slice(&verdict.to_be_bytes());
         hdr[4..].copy_from_slice(&id.to_be_bytes());
@@ -384,20 +416,52 @@ impl Queue {
         if let Some(m) = mark {
             attr(out, NFQA_MARK, &m.to_be_bytes());
         }
+    }
+
+    fn push(out: &mut Vec<u8>, num: u16, seq: u32, id: u32, verdict: u32, payload: Option<&[u8]>, mark: Option<u32>) {
+        let start = begin(out, NFQNL_MSG_VERDICT, 0, seq, num, libc::AF_UNSPEC as u8);
+        Self::verdict_attrs(out, id, verdict, mark);
         if let Some(p) = payload {
             attr(out, NFQA_PAYLOAD, p);
         }
         finish(out, start);
     }
 
-    /// Sends every queued verdict with one `send` (netlink takes several messages per datagram).
+    /// Sends every queued verdict with one `sendmsg` (netlink takes several messages per datagram): the
+    /// messages' headers from `out`, each payload straight from its receive buffer.
     pub fn flush(&mut self) -> io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        // SAFETY: send of our own buffer.
-        let r = unsafe { libc::send(self.fd.as_raw_fd(), self.out.as_ptr().cast(), self.out.len(), 0) };
+        self.send_iovs.clear();
+        let mut from = 0;
+        for &(upto, i) in &self.payloads {
+            let s = self.slots[i];
+            let (start, len) = (s.payload.0 as usize, s.payload.1 as usize);
+            let payload = &self.bufs[s.buf as usize][start..start + len];
+            self.send_iovs.push(libc::iovec { iov_base: self.out[from..].as_ptr() as *mut _, iov_len: upto - from });
+            self.send_iovs.push(libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: len });
+            let pad = align4(len) - len;
+            if pad > 0 {
+                self.send_iovs.push(libc::iovec { iov_base: PAD.as_ptr() as *mut _, iov_len: pad });
+            }
+            from = upto;
+        }
+        if from < self.out.len() {
+            self.send_iovs
+                .push(libc::iovec { iov_base: self.out[from..].as_ptr() as *mut _, iov_len: self.out.len() - from });
+        }
+        // SAFETY: a zeroed msghdr is valid; it points at iovecs over live buffers that are not touched until the
+        // call returns (the kernel only reads them).
+        let r = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = self.send_iovs.as_mut_ptr();
+            msg.msg_iovlen = self.send_iovs.len() as _;
+            libc::sendmsg(self.fd.as_raw_fd(), &msg, 0)
+        };
         self.out.clear();
+        self.payloads.clear();
+        self.pending = 0;
         if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
