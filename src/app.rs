@@ -56,6 +56,7 @@ async fn start_nat(
         return Ok(None);
     };
     let lan_if = lan.plan.lan_interface().to_owned();
+    let queues = config.nat_queue_count();
     // Hairpinned packets come back into the LAN with the WAN address as their source.
     lan.set_sysctl(&format!("net/ipv4/conf/{lan_if}/accept_local"), "1")?;
     lan.set_sysctl("net/ipv4/ip_local_port_range", ROUTER_PORTS)?;
@@ -72,7 +73,7 @@ async fn start_nat(
         wan_ip,
         router_lan_ip: lan.plan.router,
         queue_first: 0,
-        queue_count: 1,
+        queue_count: queues,
     })?;
     let mut nat_cfg = crate::nat::NatConfig::new(wan_ip, lan.plan.subnet, lan.plan.router);
     nat_cfg.port_range = NAT_PORTS;
@@ -81,12 +82,12 @@ async fn start_nat(
     let (req_tx, req_rx) = std::sync::mpsc::channel();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let datapath = crate::datapath::Datapath { queue: 0, wan_index: wan.index };
+    let datapath = crate::datapath::Datapath { first_queue: 0, queues, wan_index: wan.index };
     let thread_stop = stop.clone();
     std::thread::Builder::new().name("nat-q0".into()).spawn(move || {
         let _ = done_tx.send(datapath.run(nat, thread_stop, req_rx));
     })?;
-    info!(wan = %wan.name, address = %wan_ip, forwards = config.port_forwards.len(), "NAT on");
+    info!(wan = %wan.name, address = %wan_ip, forwards = config.port_forwards.len(), queues, "NAT on");
     tasks.spawn(async move {
         tokio::select! {
             _ = shutdown.cancelled() => {

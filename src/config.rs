@@ -38,6 +38,20 @@ pub struct Config {
     pub port_forwards: Vec<PortForward>,
     pub dhcp: DhcpSettings,
     pub dns: DnsSettings,
+    /// NAT packet queues (one thread each); `None`: one per CPU, at most `MAX_NAT_QUEUES`.
+    pub nat_queues: Option<u16>,
+}
+
+pub const MAX_NAT_QUEUES: u16 = 8;
+
+impl Config {
+    /// How many NAT queues to run.
+    pub fn nat_queue_count(&self) -> u16 {
+        self.nat_queues.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cpus.min(MAX_NAT_QUEUES as usize) as u16
+        })
+    }
 }
 
 /// The `[dns]` section.
@@ -243,6 +257,13 @@ pub struct FileConfig {
     pub forward: Vec<FileForward>,
     pub dhcp: Option<FileDhcp>,
     pub dns: Option<FileDns>,
+    pub nat: Option<FileNat>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileNat {
+    pub queues: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -409,6 +430,7 @@ pub struct FlagConfig {
     pub subnet: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub web_port: Option<u16>,
+    pub nat_queues: Option<u16>,
 }
 
 /// Merges the sources: flags > environment > file > defaults. Port forwards from the file and the environment add up.
@@ -475,7 +497,14 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
         }
     }
 
-    Ok(Config { lan, wan, subnet, state_dir, web_port, port_forwards, dhcp, dns })
+    let nat_queues = flags.nat_queues.or(file.nat.as_ref().and_then(|n| n.queues));
+    if let Some(q) = nat_queues
+        && !(1..=MAX_NAT_QUEUES).contains(&q)
+    {
+        return err(format!("NAT queues {q} is out of range; expected 1-{MAX_NAT_QUEUES}"));
+    }
+
+    Ok(Config { lan, wan, subnet, state_dir, web_port, port_forwards, dhcp, dns, nat_queues })
 }
 
 #[cfg(test)]
@@ -524,6 +553,7 @@ mod tests {
             subnet: Some("192.168.5.0/24".into()),
             state_dir: Some("/flag".into()),
             web_port: Some(9000),
+            nat_queues: Some(2),
         };
         let f = file(
             r#"lan = ["f1"]
@@ -535,6 +565,17 @@ mod tests {
         assert_eq!(c.subnet, Some("192.168.5.0/24".parse().unwrap()));
         assert_eq!(c.state_dir, PathBuf::from("/flag"));
         assert_eq!(c.web_port, 9000);
+        assert_eq!(c.nat_queues, Some(2));
+    }
+
+    #[test]
+    fn nat_queues_from_the_file_bounded_and_defaulting_to_the_cpus() {
+        let c = resolve(Some(file("[nat]\nqueues = 3")), &env(&[]), &FlagConfig::default()).unwrap();
+        assert_eq!(c.nat_queue_count(), 3);
+        let e = resolve(Some(file("[nat]\nqueues = 0")), &env(&[]), &FlagConfig::default()).unwrap_err();
+        assert!(e.0.contains("NAT queues 0"), "{e}");
+        let c = resolve(None, &env(&[]), &FlagConfig::default()).unwrap();
+        assert!((1..=MAX_NAT_QUEUES).contains(&c.nat_queue_count()));
     }
 
     #[test]

@@ -50,6 +50,9 @@ struct RunArgs {
     /// Web UI port [default: 1337].
     #[arg(long, value_name = "PORT")]
     web_port: Option<u16>,
+    /// NAT packet queues, one thread each [default: one per CPU, at most 8].
+    #[arg(long, value_name = "N")]
+    nat_queues: Option<u16>,
     /// Run inside the named network namespace (/run/netns/NAME) instead of the current one.
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
@@ -84,6 +87,7 @@ fn run(args: RunArgs) -> Result<()> {
         subnet: args.subnet,
         state_dir: args.state_dir,
         web_port: args.web_port,
+        nat_queues: args.nat_queues,
     };
     let config = config::resolve(file, &EnvConfig::from_process(), &flags)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -1,8 +1,10 @@
-//! The packet path: NFQUEUE sockets, batched receive and verdicts, the per-queue packet loop.
+//! The packet path: NFQUEUE sockets, batched receive and verdicts, one packet loop per queue.
 //!
-//! One thread per queue: receive a batch, translate each packet in place, queue its verdict, send all verdicts
-//! with one `send`. Nothing here allocates, locks or logs per packet. The UI reads the NAT tables by sending a
-//! request that the loop answers between batches.
+//! Each queue has a thread of its own: receive a batch, translate every packet in place under the one lock of
+//! the shared NAT table, then queue the verdicts and send them with one `sendmsg`, with no lock held across a
+//! system call. The rules spread packets over the queues by CPU (`--queue-cpu-fanout`), so one host's flows use
+//! every core; the table is shared because a reply can arrive on any queue. Nothing here allocates or logs per
+//! packet. The UI reads the NAT tables by sending a request that the first queue's loop answers between batches.
 
 pub mod nfqueue;
 
@@ -11,8 +13,8 @@ use crate::net::firewall::MARK;
 use nfqueue::{
     HOOK_PRE_ROUTING, NF_ACCEPT, NF_DROP, NF_REPEAT, NFQA_SKB_CSUMNOTREADY, NFQA_SKB_GSO, Queue, QueueOptions,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 use tracing::{info, warn};
 
@@ -25,64 +27,173 @@ pub enum Request {
 pub struct NatView {
     pub snapshot: Option<Snapshot>,
     pub stats: serde_json::Value,
+    pub queues: u16,
+    /// Queue messages that could not be parsed, over all queues.
     pub queue_malformed: u64,
+    /// Verdict sends the kernel refused, over all queues.
+    pub verdict_send_errors: u64,
 }
 
 pub struct Datapath {
-    pub queue: u16,
+    pub first_queue: u16,
+    pub queues: u16,
     /// The WAN interface's index: packets queued before routing arrived from the WAN or (hairpinning) the LAN.
     pub wan_index: u32,
 }
 
+/// What every queue's loop shares.
+struct Shared {
+    nat: Mutex<Nat>,
+    stop: Arc<AtomicBool>,
+    wan_index: u32,
+    start: Instant,
+    malformed: AtomicU64,
+    send_errors: AtomicU64,
+    queues: u16,
+}
+
+impl Shared {
+    fn nat(&self) -> std::sync::MutexGuard<'_, Nat> {
+        // A panic on another queue's thread must not take this one down: the table itself stays consistent
+        // (every update is a whole insert or remove).
+        self.nat.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A packet's verdict, decided under the lock and sent after it.
+#[derive(Clone, Copy)]
+enum Decision {
+    Payload(u32, Option<u32>),
+    Plain(u32),
+}
+
 impl Datapath {
-    /// Runs the loop on the calling thread until `stop` is set. The queue is bound before this returns an error.
-    pub fn run(&self, mut nat: Nat, stop: Arc<AtomicBool>, requests: mpsc::Receiver<Request>) -> std::io::Result<()> {
-        let mut q = Queue::open(self.queue, &QueueOptions::default())?;
-        info!(queue = self.queue, "NAT packet path ready");
-        let start = Instant::now();
-        let mut last_expire = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let n = q.recv()?;
-            let now = start.elapsed().as_millis() as u64;
+    /// Binds every queue (an error here means nothing started), then runs one loop per queue, the first on the
+    /// calling thread, until `stop` is set.
+    pub fn run(&self, nat: Nat, stop: Arc<AtomicBool>, requests: mpsc::Receiver<Request>) -> std::io::Result<()> {
+        let mut queues = Vec::new();
+        for n in self.first_queue..self.first_queue + self.queues.max(1) {
+            queues.push(Queue::open(n, &QueueOptions::default())?);
+        }
+        let shared = Shared {
+            nat: Mutex::new(nat),
+            stop,
+            wan_index: self.wan_index,
+            start: Instant::now(),
+            malformed: AtomicU64::new(0),
+            send_errors: AtomicU64::new(0),
+            queues: queues.len() as u16,
+        };
+        info!(queues = queues.len(), first = self.first_queue, "NAT packet path ready");
+        let first = queues.remove(0);
+        let result = std::thread::scope(|s| {
+            let mut others = Vec::new();
+            for q in queues {
+                let name = format!("nat-q{}", q.number());
+                let shared = &shared;
+                others.push(std::thread::Builder::new().name(name).spawn_scoped(s, move || run_queue(q, shared, None)));
+            }
+            let mine = run_queue(first, &shared, Some(&requests));
+            if mine.is_err() {
+                // One queue failing stops them all: the rules would keep sending packets to a dead queue.
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+            let mut result = mine;
+            for t in others {
+                let r = match t {
+                    Ok(handle) => handle.join().unwrap_or_else(|_| Err(std::io::Error::other("a NAT thread panicked"))),
+                    Err(e) => Err(e),
+                };
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            result
+        });
+        info!("NAT packet path stopped");
+        result
+    }
+}
+
+/// One queue's loop. The loop given `requests` also expires old mappings and answers the UI.
+fn run_queue(mut q: Queue, shared: &Shared, requests: Option<&mpsc::Receiver<Request>>) -> std::io::Result<()> {
+    let mut decisions: Vec<Decision> = Vec::with_capacity(64);
+    let mut last_expire = 0u64;
+    let mut malformed_seen = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let n = match q.recv() {
+            Ok(n) => n,
+            Err(e) => {
+                shared.stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let now = shared.start.elapsed().as_millis() as u64;
+        decisions.clear();
+        if n > 0 {
+            let mut nat = shared.nat();
             for i in 0..n {
                 let p = q.packet(i);
-                let (id, before_routing) = (p.id, p.hook == HOOK_PRE_ROUTING);
-                let direction =
-                    if before_routing && p.indev == self.wan_index { Direction::Inbound } else { Direction::Outbound };
+                let before_routing = p.hook == HOOK_PRE_ROUTING;
+                let direction = if before_routing && p.indev == shared.wan_index {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                };
                 let meta = PacketMeta {
                     direction,
                     csum_partial: p.skb_info & NFQA_SKB_CSUMNOTREADY != 0,
                     gso: p.skb_info & NFQA_SKB_GSO != 0,
                 };
-                match nat.translate(p.payload, meta, now) {
+                decisions.push(match nat.translate(p.payload, meta, now) {
                     // Before routing, the translated packet goes round the hook again with our mark, which the
                     // rules exempt from conntrack; after routing it simply continues.
-                    Verdict::Translated if before_routing => q.verdict_with_payload(i, NF_REPEAT, Some(MARK)),
-                    Verdict::Translated => q.verdict_with_payload(i, NF_ACCEPT, None),
-                    Verdict::Accept | Verdict::Local => q.verdict(id, NF_ACCEPT),
-                    Verdict::Drop(_) => q.verdict(id, NF_DROP),
+                    Verdict::Translated if before_routing => Decision::Payload(NF_REPEAT, Some(MARK)),
+                    Verdict::Translated => Decision::Payload(NF_ACCEPT, None),
+                    Verdict::Accept | Verdict::Local => Decision::Plain(NF_ACCEPT),
+                    Verdict::Drop(_) => Decision::Plain(NF_DROP),
+                });
+            }
+        }
+        let mut sent = Ok(());
+        for (i, d) in decisions.iter().enumerate() {
+            let r = match *d {
+                Decision::Payload(v, mark) => q.verdict_with_payload(i, v, mark),
+                Decision::Plain(v) => {
+                    let id = q.packet(i).id;
+                    q.verdict(id, v)
                 }
+            };
+            sent = sent.and(r);
+        }
+        if let Err(e) = sent.and(q.flush()) {
+            if shared.send_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                warn!("NFQUEUE verdicts could not be sent (counted; logged once): {e}");
             }
-            if let Err(e) = q.flush() {
-                warn!("NFQUEUE verdicts could not be sent: {e}");
-            }
-            if now >= last_expire + 1000 {
-                last_expire = now;
-                nat.expire(now);
-            }
-            while let Ok(req) = requests.try_recv() {
-                match req {
-                    Request::Snapshot(reply) => {
-                        let _ = reply.send(NatView {
-                            snapshot: Some(nat.snapshot(now)),
-                            stats: serde_json::to_value(nat.stats()).unwrap_or_default(),
-                            queue_malformed: q.malformed,
-                        });
-                    }
+        }
+        if q.malformed != malformed_seen {
+            shared.malformed.fetch_add(q.malformed - malformed_seen, Ordering::Relaxed);
+            malformed_seen = q.malformed;
+        }
+        let Some(requests) = requests else { continue };
+        if now >= last_expire + 1000 {
+            last_expire = now;
+            shared.nat().expire(now);
+        }
+        while let Ok(req) = requests.try_recv() {
+            match req {
+                Request::Snapshot(reply) => {
+                    let nat = shared.nat();
+                    let _ = reply.send(NatView {
+                        snapshot: Some(nat.snapshot(now)),
+                        stats: serde_json::to_value(nat.stats()).unwrap_or_default(),
+                        queues: shared.queues,
+                        queue_malformed: shared.malformed.load(Ordering::Relaxed),
+                        verdict_send_errors: shared.send_errors.load(Ordering::Relaxed),
+                    });
                 }
             }
         }
-        info!(queue = self.queue, "NAT packet path stopped");
-        Ok(())
     }
+    Ok(())
 }
