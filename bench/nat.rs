@@ -455,8 +455,22 @@ fn run_setup(setup: Setup, opts: &Opts, results: &mut Vec<Outcome>) -> Result<Ch
     let filter = if nat { format!("({}) or ({})", untranslated_filter(), canary_filter()) } else { canary_filter() };
     let pcap = dir.join("wan.pcap");
     let mut capture = lab.cmd(&wan, "tcpdump");
+    // Immediate mode: otherwise matches wait in the kernel's ring for up to a second, and stopping loses them.
     capture
-        .args(["-i", "wan0", "-n", "-U", "-Z", "root", "-s", "200", "-c", &CAPTURE_MAX.to_string(), "-w"])
+        .args([
+            "-i",
+            "wan0",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-s",
+            "200",
+            "-c",
+            &CAPTURE_MAX.to_string(),
+            "-w",
+        ])
         .arg(&pcap)
         .arg(&filter);
     let mut capture = Proc::spawn(capture, &dir.join("tcpdump.log"))?;
@@ -585,17 +599,21 @@ fn run_setup(setup: Setup, opts: &Opts, results: &mut Vec<Outcome>) -> Result<Ch
     capture.signal(libc::SIGINT);
     capture.wait_timeout(Duration::from_secs(10))?;
     let tcpdump_log = capture.log();
-    // Packets the filter took but the capture had no room for: they would be missing from the file.
-    let dropped: u64 = tcpdump_log
-        .lines()
-        .find(|l| l.contains("packets dropped by kernel"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    // tcpdump's summary: packets that matched the filter, and those written to the file. Matches missing from the
+    // file (the kernel's buffer was full, or past `-c`) count as untranslated: they might be.
+    let summary = |what: &str| -> u64 {
+        tcpdump_log
+            .lines()
+            .find(|l| l.ends_with(what))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let unwritten = summary("packets received by filter").saturating_sub(summary("packets captured"));
     let canary = read_capture(&lab, &pcap, &canary_filter())?.len() as u64;
     let (untranslated, untranslated_lan, untranslated_sample) = if nat {
         let all = read_capture(&lab, &pcap, &untranslated_filter())?;
         let in_lan = read_capture(&lab, &pcap, &format!("net {subnet}"))?.len() as u64;
-        (Some(all.len() as u64 + dropped), in_lan, all.iter().take(10).cloned().collect::<Vec<_>>().join("\n"))
+        (Some(all.len() as u64 + unwritten), in_lan, all.iter().take(10).cloned().collect::<Vec<_>>().join("\n"))
     } else {
         (None, 0, String::new())
     };
