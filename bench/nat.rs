@@ -14,8 +14,9 @@
 //! iperf3 client's and server's, and Gatekeeper's (all threads, /proc/PID/stat). "CPU per Gbit/s" is the machine's
 //! busy CPU-seconds per Gbit received (= cores busy per Gbit/s); for UDP "CPU per Mpps" per million packets received.
 //! Both iperf3 ends run on the same 2 cores and count in it: the figure is the whole path's cost, endpoints included.
-//! Each run first waits until the machine is idle (up to 2 minutes); a run during which other programs used more
-//! than 0.15 cores is repeated, up to `--attempts` times, and the least disturbed counts.
+//! Each run first waits until the machine is idle (up to 2 minutes); a run during which other work used more than
+//! 0.15 cores (the machine's busy time less the benchmark's processes and kernel threads) is repeated, up to
+//! `--attempts` times, and the least disturbed counts; the tables show how much other work it had.
 //!
 //! Checks, in every setup, reported for all and failing the benchmark (non-zero exit) for Gatekeeper:
 //! - `TcpInCsumErrors` and `UdpInCsumErrors` (/proc/net/snmp) in `wan` and `lan1` after the runs must be 0;
@@ -159,6 +160,15 @@ struct Cpu {
     others: f64,
 }
 
+impl Cpu {
+    /// The machine's busy time that is not the benchmark's: other programs, and what the process snapshots miss
+    /// (programs that started and ended within the run). Process times are precise and the machine's are sampled
+    /// per tick, so this carries a few hundredths of a core of noise either way.
+    fn other_work(&self) -> f64 {
+        self.machine.busy() - self.gateway.unwrap_or(0.0) - self.client - self.server - self.bench - self.kernel_threads
+    }
+}
+
 struct Outcome {
     setup: Setup,
     test: Test,
@@ -188,6 +198,10 @@ impl Outcome {
     }
     fn cores(&self, secs: f64) -> f64 {
         secs / self.wall
+    }
+    /// Cores used by work that is not the benchmark's, over the run.
+    fn other_load(&self) -> f64 {
+        self.cores(self.cpu.other_work())
     }
     fn loss_pct(&self) -> f64 {
         100.0 * self.lost_packets as f64 / self.sent_packets.max(1) as f64
@@ -533,8 +547,7 @@ fn run_setup(setup: Setup, opts: &Opts, results: &mut Vec<Outcome>) -> Result<Ch
             };
             let c = &r.cpu;
             let m = &c.machine;
-            let unattributed =
-                m.busy() - c.gateway.unwrap_or(0.0) - c.client - c.server - c.bench - c.kernel_threads - c.others;
+            let unattributed = c.other_work() - c.others;
             eprintln!(
                 "  -> {:.3} {}{}, {:.3} cores per {}; cores busy {:.2} (user {:.2}, system {:.2}, softirq {:.2}, irq \
                  {:.2}; steal {:.2}): iperf3 client {:.2}, server {:.2}{}, kernel threads {:.2}, bench {:.2}, other \
@@ -569,14 +582,14 @@ fn run_setup(setup: Setup, opts: &Opts, results: &mut Vec<Outcome>) -> Result<Ch
                     q.queued, q.queue_full, q.socket_full, q.waiting
                 );
             }
-            let others = r.cores(c.others);
+            let others = r.other_load();
             let disturbed = others > DISTURBED_CORES;
             if disturbed {
                 eprintln!(
-                    "  warning: other programs used {others:.2} cores during this run: its numbers are not comparable"
+                    "  warning: other work used {others:.2} cores during this run: its numbers are not comparable"
                 );
             }
-            if best.as_ref().is_none_or(|b| others < b.cores(b.cpu.others)) {
+            if best.as_ref().is_none_or(|b| others < b.other_load()) {
                 best = Some(r);
             }
             if let Some(st) = gateway.as_mut().and_then(Proc::try_status) {
@@ -662,14 +675,14 @@ fn print_tables(opts: &Opts, results: &[Outcome]) {
         println!();
         if test.udp() {
             println!(
-                "| setup | received | sent | lost | CPU busy (cores) | user / system / softirq | CPU per Mpps | gatekeeper process | its share |"
+                "| setup | received | sent | lost | CPU busy (cores) | user / system / softirq | CPU per Mpps | gatekeeper process | its share | other work |"
             );
-            println!("|---|---:|---:|---:|---:|---|---:|---:|---:|");
+            println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
         } else {
             println!(
-                "| setup | received | CPU busy (cores) | user / system / softirq | CPU per Gbit/s | gatekeeper process | its share |"
+                "| setup | received | CPU busy (cores) | user / system / softirq | CPU per Gbit/s | gatekeeper process | its share | other work |"
             );
-            println!("|---|---:|---:|---|---:|---:|---:|");
+            println!("|---|---:|---:|---|---:|---:|---:|---:|");
         }
         for r in &rows {
             let m = &r.cpu.machine;
@@ -688,13 +701,15 @@ fn print_tables(opts: &Opts, results: &[Outcome]) {
                 format!("{:.2} Gbit/s", r.rate())
             };
             println!(
-                "| {} | {traffic} | {:.2} | {:.2} / {:.2} / {:.2} | {:.3} | {gw} | {share} |",
+                "| {} | {traffic} | {:.2} | {:.2} / {:.2} / {:.2} | {:.3} | {gw} | {share} | {:.2}{} |",
                 r.setup.name(),
                 r.cores(m.busy()),
                 r.cores(m.user + m.nice),
                 r.cores(m.system),
                 r.cores(m.softirq + m.irq),
                 r.cpu_per_unit(),
+                r.other_load(),
+                if r.other_load() > DISTURBED_CORES { " (disturbed)" } else { "" },
             );
         }
         let get = |s: Setup| rows.iter().find(|r| r.setup == s);
@@ -863,7 +878,8 @@ fn main() -> Result<()> {
     println!(
         "CPU busy: cores of the machine ({} in all) busy over the run, split user / system / softirq+irq (/proc/stat); \
          CPU per Gbit/s (per Mpps): machine CPU-seconds per Gbit (million packets) received, both iperf3 ends \
-         included; gatekeeper process: its own CPU, all threads; its share: of the machine's busy CPU.",
+         included; gatekeeper process: its own CPU, all threads; its share: of the machine's busy CPU; other work: cores busy with \
+         anything but the benchmark (a run above 0.15 was disturbed, its numbers are not comparable).",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     print_tables(&opts, &results);
