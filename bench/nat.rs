@@ -29,8 +29,8 @@
 //!
 //! Run: `sudo bench/nat.sh` (installs iperf3, tcpdump, nftables; builds in release mode; runs this).
 //! Options: `--seconds 10` (iperf3 `-t`), `--tests tcp1,tcp4,udp64`, `--setups plain,masquerade,gatekeeper`,
-//! `--attempts 3`, `--queues N` (NFQUEUE queues for Gatekeeper: passed as the environment variable
-//! `GATEKEEPER_NAT_QUEUES=N`; a binary without that setting ignores it and runs one queue).
+//! `--attempts 3`, `--queues N` (NFQUEUE queues for Gatekeeper: `--nat-queues N` if `gatekeeper run --help` lists
+//! that flag, and the environment variable `GATEKEEPER_NAT_QUEUES=N` in any case; a binary with neither ignores it).
 //!
 //! Topology: lan1 eth0 (client, e.g. 10.0.0.2/24, default route via the gateway's LAN address) <-> gw-lan1 in `gw`;
 //! gw gwwan 203.0.113.2 <-> wan0 203.0.113.1 in `wan`. Set `GATEKEEPER_LAB_KEEP_LOGS=1` to keep the lab directory
@@ -402,11 +402,16 @@ fn start_gatekeeper(lab: &Lab, dir: &Path, opts: &Opts) -> Result<(Proc, Ipv4Net
     std::fs::create_dir_all(&state)?;
     let exe = std::env::current_exe()?.parent().unwrap().parent().unwrap().join("gatekeeper");
     let gw = lab.gw();
-    let mut c = lab.cmd(&gw, exe);
+    let mut c = lab.cmd(&gw, &exe);
     c.args(["run", "--netns", &gw, "--lan", GW_LAN_IF, "--wan", GW_WAN_IF, "--state-dir"])
         .arg(&state)
         .env("GATEKEEPER_LOG", "info");
     if let Some(q) = opts.queues {
+        // The flag where the binary has it, the environment variable in any case.
+        let help = lab.run(&gw, &[&exe.to_string_lossy(), "run", "--help"])?;
+        if help.contains("--nat-queues") {
+            c.args(["--nat-queues", &q.to_string()]);
+        }
         c.env("GATEKEEPER_NAT_QUEUES", q.to_string());
     }
     let mut p = Proc::spawn(c, &dir.join("gatekeeper.log"))?;
@@ -853,7 +858,7 @@ fn main() -> Result<()> {
     }
     if let Some(q) = opts.queues {
         eprintln!(
-            "--queues {q}: passed to gatekeeper as GATEKEEPER_NAT_QUEUES (a binary without that setting runs one queue)"
+            "--queues {q}: passed to gatekeeper as --nat-queues if it has that flag, and as GATEKEEPER_NAT_QUEUES"
         );
     }
 

@@ -4,7 +4,8 @@
 # Gbit/s and per Mpps; checksum errors and untranslated packets on the WAN checked (non-zero exit if Gatekeeper has any).
 # Usage: sudo bench/nat.sh [--seconds 10] [--tests tcp1,tcp4,udp64] [--setups plain,masquerade,gatekeeper]
 #                          [--attempts 3] [--queues N]
-# --queues N is passed to Gatekeeper as the environment variable GATEKEEPER_NAT_QUEUES=N.
+# --queues N is passed to Gatekeeper as --nat-queues N if its `run --help` lists that flag, and as the environment
+# variable GATEKEEPER_NAT_QUEUES=N in any case.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh iperf3 tcpdump nftables iproute2 iputils-ping
