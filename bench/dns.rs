@@ -26,7 +26,10 @@
 //! Topology: resolver in `gw` on 10.0.0.1 (gw-lan1), dnsperf in `lan1` on 10.0.0.2, knotd in `wan` on 203.0.113.1.
 //! Gatekeeper (when selected) sets up its own LAN on gw-lan1 and gets `[dns] upstreams = ["203.0.113.1:53"]`.
 
+mod common;
+
 use anyhow::{Context, Result, bail};
+use common::{MachineCpu, children_cpu, wait_quiet};
 use gatekeeper::lab::{
     CACHED_NAMES, Lab, LabOptions, Proc, RecordType, WAN_ADDR, cached_name, cpu_secs, test_zone, uncached_name,
 };
@@ -121,53 +124,8 @@ struct Outcome {
     machine_secs: f64,
 }
 
-/// CPU time of the whole machine, busy and total, in seconds (first line of /proc/stat).
-fn machine_cpu() -> Result<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let f: Vec<u64> =
-        stat.lines().next().context("stat")?.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    let total: u64 = f.iter().take(8).sum();
-    let idle = f[3] + f[4];
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(((total - idle) as f64 / hz, total as f64 / hz))
-}
-
-/// Waits (up to 2 minutes) until the machine has been idle for a second: on a shared machine, someone else's build
-/// would take the cores the server and dnsperf need.
-fn wait_quiet() -> Result<()> {
-    let start = std::time::Instant::now();
-    loop {
-        let a = machine_cpu()?;
-        std::thread::sleep(Duration::from_secs(1));
-        let b = machine_cpu()?;
-        let busy = b.0 - a.0; // core-seconds in one second
-        if busy < 0.25 {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            eprintln!("  warning: the machine is busy with other work ({busy:.2} cores): measuring anyway");
-            return Ok(());
-        }
-        if start.elapsed() < Duration::from_secs(2) {
-            eprintln!(
-                "  the machine is busy with other work ({busy:.2} cores): waiting up to 2 minutes for it to settle"
-            );
-        }
-    }
-}
-
 fn rcvbuf_errors(lab: &Lab) -> Result<[u64; 3]> {
     Ok([lab.udp_rcvbuf_errors(&lab.client(1))?, lab.udp_rcvbuf_errors(&lab.gw())?, lab.udp_rcvbuf_errors(&lab.wan())?])
-}
-
-/// User + system CPU of this process's reaped children, in seconds.
-fn children_cpu() -> f64 {
-    // SAFETY: getrusage writes into the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 fn start_server(lab: &Lab, server: Server, dir: &Path, opts: &Opts) -> Result<Proc> {
@@ -306,10 +264,10 @@ fn dnsperf(
     c.stdout(std::fs::File::create(&out_path)?).stderr(Stdio::piped()).stdin(Stdio::null());
     let drops_before = rcvbuf_errors(lab)?;
     let (before, up_before, m_before, ch_before) =
-        (cpu_secs(pid)?, cpu_secs(upstream_pid)?, machine_cpu()?, children_cpu());
+        (cpu_secs(pid)?, cpu_secs(upstream_pid)?, MachineCpu::read()?, children_cpu());
     let out = c.output()?;
     let (after, up_after, m_after, ch_after) =
-        (cpu_secs(pid)?, cpu_secs(upstream_pid)?, machine_cpu()?, children_cpu());
+        (cpu_secs(pid)?, cpu_secs(upstream_pid)?, MachineCpu::read()?, children_cpu());
     let drops_after = rcvbuf_errors(lab)?;
     let drops: Vec<u64> = drops_after.iter().zip(drops_before).map(|(a, b)| a - b).collect();
     if drops.iter().any(|&d| d > 0) {
@@ -382,8 +340,8 @@ fn dnsperf(
         cpu_secs: after - before,
         upstream_cpu_secs: up_after - up_before,
         client_cpu_secs: ch_after - ch_before,
-        machine_busy_secs: m_after.0 - m_before.0,
-        machine_secs: m_after.1 - m_before.1,
+        machine_busy_secs: m_after.busy() - m_before.busy(),
+        machine_secs: m_after.total() - m_before.total(),
     })
 }
 

@@ -328,10 +328,17 @@ impl Lab {
 
     /// `Udp: RcvbufErrors` of namespace `ns`: datagrams dropped because a socket's receive buffer was full.
     pub fn udp_rcvbuf_errors(&self, ns: &str) -> Result<u64> {
+        self.snmp_counter(ns, "Udp", "RcvbufErrors")
+    }
+
+    /// A counter of namespace `ns` from /proc/net/snmp: `group` is the line's prefix (`Tcp`, `Udp`, `Ip`, ...),
+    /// `name` the column (`InCsumErrors`, ...).
+    pub fn snmp_counter(&self, ns: &str, group: &str, name: &str) -> Result<u64> {
         let snmp = self.run(ns, &["cat", "/proc/net/snmp"])?;
-        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
-        let (names, values) = (udp.next().context("snmp")?, udp.next().context("snmp")?);
-        let i = names.split_whitespace().position(|n| n == "RcvbufErrors").context("RcvbufErrors")?;
+        let prefix = format!("{group}: ");
+        let mut lines = snmp.lines().filter(|l| l.starts_with(&prefix));
+        let (names, values) = (lines.next().context("snmp")?, lines.next().context("snmp")?);
+        let i = names.split_whitespace().position(|n| n == name).with_context(|| format!("no {group} {name}"))?;
         Ok(values.split_whitespace().nth(i).context("value")?.parse()?)
     }
 
