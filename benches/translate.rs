@@ -44,7 +44,10 @@ fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
 
 /// The first 40 bytes (IP + TCP headers) of each flow's outbound and inbound packet, stored contiguously so that the
 /// benchmark's own reads stay cheap; the 1460-byte payload (zeros) is the same for every flow.
-fn setup(flows: u32) -> (Nat, Vec<([u8; 40], [u8; 40])>) {
+/// One flow's outbound and inbound headers.
+type HeaderPair = ([u8; 40], [u8; 40]);
+
+fn setup(flows: u32) -> (Nat, Vec<HeaderPair>) {
     let cfg = NatConfig::new(WAN, "10.0.0.0/8".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 1));
     let mut nat = Nat::new(cfg, 1);
     let mut pairs = Vec::new();

@@ -16,6 +16,7 @@ fn namespaces_of(id: &str) -> Vec<String> {
 }
 
 #[test]
+#[allow(clippy::zombie_processes, reason = "the sleeper is left for the lab's cleanup to end, which is the test")]
 fn drop_removes_everything_even_on_panic() {
     let id = std::panic::catch_unwind(|| {
         let lab = gatekeeper::lab::Lab::new(gatekeeper::lab::LabOptions { clients: 2, host_link: false }).unwrap();

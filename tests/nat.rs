@@ -230,7 +230,7 @@ fn nothing_leaves_untranslated_even_when_the_gateway_is_killed_under_load() {
         while !s.load(Ordering::SeqCst) {
             let _ = u.send_to(&[7u8; 200], "203.0.113.1:7001");
             sent += 1;
-            if sent % 64 == 0 {
+            if sent.is_multiple_of(64) {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }

@@ -166,10 +166,10 @@ fn run_queue(mut q: Queue, shared: &Shared, requests: Option<&mpsc::Receiver<Req
             };
             sent = sent.and(r);
         }
-        if let Err(e) = sent.and(q.flush()) {
-            if shared.send_errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                warn!("NFQUEUE verdicts could not be sent (counted; logged once): {e}");
-            }
+        if let Err(e) = sent.and(q.flush())
+            && shared.send_errors.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            warn!("NFQUEUE verdicts could not be sent (counted; logged once): {e}");
         }
         if q.malformed != malformed_seen {
             shared.malformed.fetch_add(q.malformed - malformed_seen, Ordering::Relaxed);

@@ -73,10 +73,10 @@ pub mod dhcp {
         let mut buf = [0u8; 1500];
         loop {
             let (n, _) = s.recv_from(&mut buf).ok()?;
-            if let Ok(m) = Message::from_bytes(&buf[..n]) {
-                if m.xid() == xid {
-                    return Some(m);
-                }
+            if let Ok(m) = Message::from_bytes(&buf[..n])
+                && m.xid() == xid
+            {
+                return Some(m);
             }
         }
     }
