@@ -226,3 +226,72 @@ fn malformed_queries_get_formerr_notimp_or_nothing_and_service_goes_on() {
     assert!(!ok.trim().is_empty(), "still serving");
     assert!(gw.try_status().is_none(), "{}", gw.log());
 }
+
+/// A flood of cached queries far above the adaptive-batching threshold (40k/s) must not starve the rest of the
+/// server: while it lasts, a name that needs the upstream and a TCP query are answered in well under a second.
+#[test]
+fn a_flood_of_cached_queries_does_not_starve_upstream_answers_or_tcp() {
+    let lab = lab(1);
+    let _knot = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();
+    let mut gw = start_dns(&lab, &[WAN_ADDR]);
+    address_client(&lab, 1);
+    let lan = lab.client(1);
+    assert!(!dig(&lab, &lan, &["+short", "@10.0.0.1", "h1.test"]).trim().is_empty(), "warm the flood's name");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood_stop = stop.clone();
+    let path = std::path::Path::new("/run/netns").join(&lan);
+    let flood = std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // Answers are read and thrown away by a second thread so that the flood's socket never fills.
+        let s = std::net::UdpSocket::bind("10.0.0.11:0").unwrap();
+        s.connect("10.0.0.1:53").unwrap();
+        let r = s.try_clone().unwrap();
+        r.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let reader_stop = flood_stop.clone();
+        let reader = std::thread::spawn(move || {
+            let (mut buf, mut answers) = ([0u8; 512], 0u64);
+            while !reader_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if r.recv(&mut buf).is_ok() {
+                    answers += 1;
+                }
+            }
+            answers
+        });
+        let q = gatekeeper::lab::build_query(0x4242, "h1.test", gatekeeper::lab::RecordType::A);
+        // 60k/s, evenly spaced (a spin, not bursts): above the threshold, so the server keeps batching, and below
+        // what it answers, so nothing is dropped for overload and a lost answer could only mean starvation.
+        let (start, mut sent) = (Instant::now(), 0u64);
+        let mut next = Instant::now();
+        while !flood_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while Instant::now() < next {
+                std::hint::spin_loop();
+            }
+            next += Duration::from_nanos(16_667);
+            if s.send(&q).is_ok() {
+                sent += 1;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        (sent as f64 / secs, reader.join().unwrap() as f64 / secs)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let upstream = dig(&lab, &lan, &["+short", "@10.0.0.1", "h3.test"]);
+    let upstream_took = t.elapsed();
+    let t = Instant::now();
+    let tcp = dig(&lab, &lan, &["+short", "+tcp", "@10.0.0.1", "h2.test"]);
+    let tcp_took = t.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent_rate, answered_rate) = flood.join().unwrap();
+    assert!(answered_rate > 40_000.0, "the flood must be above the batching threshold: {answered_rate:.0} answers/s");
+    eprintln!(
+        "flood: {sent_rate:.0} sent/s, {answered_rate:.0} answered/s; upstream {upstream_took:?}, tcp {tcp_took:?}"
+    );
+    assert!(upstream.trim() == "198.18.0.4", "upstream answer during the flood: {upstream:?}");
+    assert!(upstream_took < Duration::from_secs(1), "upstream answer took {upstream_took:?}");
+    assert!(tcp.trim() == "198.18.0.3", "TCP answer during the flood: {tcp:?}");
+    assert!(tcp_took < Duration::from_secs(1), "TCP answer took {tcp_took:?}");
+    assert!(gw.try_status().is_none(), "{}", gw.log());
+}

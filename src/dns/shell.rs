@@ -23,6 +23,8 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 const BATCH: usize = 64;
+/// Client batches handled per turn of the loop before anything else gets a turn.
+const ROUNDS_PER_TURN: usize = 8;
 
 /// Adaptive batching, like a NIC's interrupt moderation: above this many queries per second the loop waits a
 /// little after a partial batch instead of going back to sleep on the socket, so that the next `recvmmsg`
@@ -359,17 +361,20 @@ async fn run(
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
     let mut armed_for = None;
+    let mut busy = false;
 
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             ready = shell.udp.readable() => {
                 ready?;
-                loop {
+                // At most ROUNDS_PER_TURN batches, then everything else gets its turn (see `busy` below).
+                busy = true;
+                for _ in 0..ROUNDS_PER_TURN {
                     let n = match shell.udp.try_io(Interest::READABLE, || rb.recv(fd)) {
                         Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => { warn!("DNS receive failed: {e}"); break }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => { busy = false; break }
+                        Err(e) => { warn!("DNS receive failed: {e}"); busy = false; break }
                     };
                     let now = now_ms();
                     for i in 0..n {
@@ -384,6 +389,7 @@ async fn run(
                     let wait = coalescer.after_batch(n);
                     if wait.is_zero() {
                         if n < BATCH {
+                            busy = false;
                             break;
                         }
                     } else {
@@ -451,6 +457,12 @@ async fn run(
         }
         // Replies queued by any branch above (SERVFAIL at a deadline, TCP-triggered answers to UDP waiters).
         shell.flush();
+        if busy {
+            // Clients kept the socket full: let the tasks on this thread run (upstream queries, TCP connections),
+            // which they only do while this loop waits. Without it, a steady flood starves them.
+            busy = false;
+            tokio::task::yield_now().await;
+        }
         // Re-arm the core's timer (upstream retries, SERVFAIL deadlines) when its deadline moved.
         let next = dns.next_timeout();
         if next != armed_for {
