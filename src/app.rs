@@ -56,7 +56,6 @@ async fn start_nat(
         return Ok(None);
     };
     let lan_if = lan.plan.lan_interface().to_owned();
-    let queues = config.nat_queue_count();
     // Hairpinned packets come back into the LAN with the WAN address as their source.
     lan.set_sysctl(&format!("net/ipv4/conf/{lan_if}/accept_local"), "1")?;
     lan.set_sysctl("net/ipv4/ip_local_port_range", ROUTER_PORTS)?;
@@ -66,15 +65,18 @@ async fn start_nat(
     if std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
         lan.set_sysctl("net/bridge/bridge-nf-call-iptables", "0")?;
     }
-    lan.install_firewall(&crate::net::firewall::Rules {
+    let rules = crate::net::firewall::Rules {
         lan_if,
         wan_if: wan.name.clone(),
         lan_subnet: lan.plan.subnet,
         wan_ip,
         router_lan_ip: lan.plan.router,
         queue_first: 0,
-        queue_count: queues,
-    })?;
+        queue_count: config.nat_queue_count(),
+    };
+    // A power of two: the rules pick a flow's queue from bits of its port.
+    let queues = rules.queues();
+    lan.install_firewall(&rules)?;
     let mut nat_cfg = crate::nat::NatConfig::new(wan_ip, lan.plan.subnet, lan.plan.router);
     nat_cfg.port_range = NAT_PORTS;
     nat_cfg.forwards = config.port_forwards.clone();

@@ -50,7 +50,7 @@ struct RunArgs {
     /// Web UI port [default: 1337].
     #[arg(long, value_name = "PORT")]
     web_port: Option<u16>,
-    /// NAT packet queues, one thread each [default: one per CPU, at most 8].
+    /// NAT packet queues, one thread each, rounded down to a power of two [default: one per CPU, at most 8].
     #[arg(long, value_name = "N")]
     nat_queues: Option<u16>,
     /// Run inside the named network namespace (/run/netns/NAME) instead of the current one.
