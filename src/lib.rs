@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod dhcp;
 pub mod dns;
 pub mod lab;
+mod labels;
 pub mod logging;
 pub mod nat;
 pub mod net;

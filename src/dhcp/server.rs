@@ -10,6 +10,7 @@ use super::lease::{Lease, LeaseEvent, Record, StaticLease};
 use super::options::{self, ReplySpec};
 use super::pool::Pool;
 use super::wire::{self, Request};
+use crate::labels::labelled_enum;
 use dhcproto::v4::MessageType;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -147,89 +148,38 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
 }
 
-/// Why a packet got no reply. The shell counts these; `as_str` labels are stable (metrics, logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// Shorter than the 240-byte BOOTP header + magic cookie.
-    Truncated,
-    BadMagic,
-    /// op is not BOOTREQUEST (1).
-    NotBootRequest,
-    /// htype is not Ethernet (1).
-    BadHtype,
-    /// hlen is not 6.
-    BadHlen,
-    /// An option runs past its area, a bad option overload, or a wrong length for a fixed-size option.
-    BadOptions,
-    NoMessageType,
-    /// A message type a server does not take (OFFER, ACK, unknown numbers, ...).
-    BadMessageType,
-    /// Empty or longer than 255 bytes.
-    BadClientId,
-    /// giaddr is set but no pool's subnet contains it.
-    NoPoolForRelay,
-    /// The client chose, or talks to, another server (server identifier not ours).
-    NotForUs,
-    PoolExhausted,
-    /// INIT-REBOOT from a client we have no record of: RFC 2131 4.3.2 says stay silent.
-    UnknownClient,
-    /// RELEASE/DECLINE of an address the client does not hold.
-    UnknownLease,
-    /// A REQUEST/DECLINE without the address it must carry.
-    BadRequest,
-    /// Encoding the reply failed (should not happen).
-    EncodeFailed,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 16] = [
-        DropReason::Truncated,
-        DropReason::BadMagic,
-        DropReason::NotBootRequest,
-        DropReason::BadHtype,
-        DropReason::BadHlen,
-        DropReason::BadOptions,
-        DropReason::NoMessageType,
-        DropReason::BadMessageType,
-        DropReason::BadClientId,
-        DropReason::NoPoolForRelay,
-        DropReason::NotForUs,
-        DropReason::PoolExhausted,
-        DropReason::UnknownClient,
-        DropReason::UnknownLease,
-        DropReason::BadRequest,
-        DropReason::EncodeFailed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Truncated => "truncated",
-            DropReason::BadMagic => "bad_magic",
-            DropReason::NotBootRequest => "not_boot_request",
-            DropReason::BadHtype => "bad_htype",
-            DropReason::BadHlen => "bad_hlen",
-            DropReason::BadOptions => "bad_options",
-            DropReason::NoMessageType => "no_message_type",
-            DropReason::BadMessageType => "bad_message_type",
-            DropReason::BadClientId => "bad_client_id",
-            DropReason::NoPoolForRelay => "no_pool_for_relay",
-            DropReason::NotForUs => "not_for_us",
-            DropReason::PoolExhausted => "pool_exhausted",
-            DropReason::UnknownClient => "unknown_client",
-            DropReason::UnknownLease => "unknown_lease",
-            DropReason::BadRequest => "bad_request",
-            DropReason::EncodeFailed => "encode_failed",
-        }
-    }
-
-    fn index(self) -> usize {
-        DropReason::ALL.iter().position(|&r| r == self).unwrap_or(0)
-    }
-}
-
-impl std::fmt::Display for DropReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+labelled_enum! {
+    /// Why a packet got no reply. The shell counts these; `as_str` labels are stable (metrics, logs).
+    pub enum DropReason {
+        /// Shorter than the 240-byte BOOTP header + magic cookie.
+        Truncated => "truncated",
+        BadMagic => "bad_magic",
+        /// op is not BOOTREQUEST (1).
+        NotBootRequest => "not_boot_request",
+        /// htype is not Ethernet (1).
+        BadHtype => "bad_htype",
+        /// hlen is not 6.
+        BadHlen => "bad_hlen",
+        /// An option runs past its area, a bad option overload, or a wrong length for a fixed-size option.
+        BadOptions => "bad_options",
+        NoMessageType => "no_message_type",
+        /// A message type a server does not take (OFFER, ACK, unknown numbers, ...).
+        BadMessageType => "bad_message_type",
+        /// Empty or longer than 255 bytes.
+        BadClientId => "bad_client_id",
+        /// giaddr is set but no pool's subnet contains it.
+        NoPoolForRelay => "no_pool_for_relay",
+        /// The client chose, or talks to, another server (server identifier not ours).
+        NotForUs => "not_for_us",
+        PoolExhausted => "pool_exhausted",
+        /// INIT-REBOOT from a client we have no record of: RFC 2131 4.3.2 says stay silent.
+        UnknownClient => "unknown_client",
+        /// RELEASE/DECLINE of an address the client does not hold.
+        UnknownLease => "unknown_lease",
+        /// A REQUEST/DECLINE without the address it must carry.
+        BadRequest => "bad_request",
+        /// Encoding the reply failed (should not happen).
+        EncodeFailed => "encode_failed",
     }
 }
 

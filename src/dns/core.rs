@@ -18,6 +18,7 @@ use super::cache::{Cache, Entry};
 use super::local::{LocalZone, push_opt};
 use super::log::{Device, LogEntry, Logged, QueryLog};
 use super::wire::{self, Edns, Query, QueryError, Section};
+use crate::labels::labelled_enum;
 use ipnet::Ipv4Net;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -112,36 +113,15 @@ pub enum Handled {
     Dropped(DropReason),
 }
 
-/// Why a client datagram got no reply. `as_str` labels are stable (metrics, logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// Shorter than the 12-byte header.
-    Truncated,
-    /// QR=1: a response, never answered (no reflection loops).
-    NotQuery,
-    /// Too many questions (or clients for one question) waiting upstream.
-    Overloaded,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 3] = [DropReason::Truncated, DropReason::NotQuery, DropReason::Overloaded];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Truncated => "truncated",
-            DropReason::NotQuery => "not_query",
-            DropReason::Overloaded => "overloaded",
-        }
-    }
-
-    fn index(self) -> usize {
-        DropReason::ALL.iter().position(|&r| r == self).unwrap_or(0)
-    }
-}
-
-impl std::fmt::Display for DropReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+labelled_enum! {
+    /// Why a client datagram got no reply. `as_str` labels are stable (metrics, logs).
+    pub enum DropReason {
+        /// Shorter than the 12-byte header.
+        Truncated => "truncated",
+        /// QR=1: a response, never answered (no reflection loops).
+        NotQuery => "not_query",
+        /// Too many questions (or clients for one question) waiting upstream.
+        Overloaded => "overloaded",
     }
 }
 

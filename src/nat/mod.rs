@@ -16,6 +16,7 @@ pub use checksum::complete_l4_checksum;
 pub use engine::Nat;
 
 use crate::config::PortForward;
+use crate::labels::labelled_enum;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -101,55 +102,26 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// Why a packet was dropped. `as_str` labels are stable (metrics, logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// Not IPv4, bad IHL, total length shorter than the header, or an unusable ICMP error.
-    Malformed,
-    /// Shorter than its headers say (total length past the buffer, L4 header cut).
-    Truncated,
-    /// A non-first fragment (no L4 header to translate by).
-    Fragment,
-    /// Outbound packet that needs a mapping which does not exist and that may not create one (ICMP error about
-    /// an unknown flow, TCP RST or echo reply without a mapping).
-    NoMapping,
-    /// No external port could be found even after eviction.
-    TableFull,
-    /// Outbound protocol or ICMP type the NAT does not translate (never sent out with a private source).
-    UnsupportedProtocol,
-    /// Outbound from a source outside the LAN subnet.
-    NotInside,
-    /// Inbound from or to an inside address (spoofed, or an attempt to route past the NAT).
-    Martian,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 8] = [
-        DropReason::Malformed,
-        DropReason::Truncated,
-        DropReason::Fragment,
-        DropReason::NoMapping,
-        DropReason::TableFull,
-        DropReason::UnsupportedProtocol,
-        DropReason::NotInside,
-        DropReason::Martian,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Malformed => "malformed",
-            DropReason::Truncated => "truncated",
-            DropReason::Fragment => "fragment",
-            DropReason::NoMapping => "no_mapping",
-            DropReason::TableFull => "table_full",
-            DropReason::UnsupportedProtocol => "unsupported_protocol",
-            DropReason::NotInside => "not_inside",
-            DropReason::Martian => "martian",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
+labelled_enum! {
+    /// Why a packet was dropped. `as_str` labels are stable (metrics, logs).
+    pub enum DropReason {
+        /// Not IPv4, bad IHL, total length shorter than the header, or an unusable ICMP error.
+        Malformed => "malformed",
+        /// Shorter than its headers say (total length past the buffer, L4 header cut).
+        Truncated => "truncated",
+        /// A non-first fragment (no L4 header to translate by).
+        Fragment => "fragment",
+        /// Outbound packet that needs a mapping which does not exist and that may not create one (ICMP error about
+        /// an unknown flow, TCP RST or echo reply without a mapping).
+        NoMapping => "no_mapping",
+        /// No external port could be found even after eviction.
+        TableFull => "table_full",
+        /// Outbound protocol or ICMP type the NAT does not translate (never sent out with a private source).
+        UnsupportedProtocol => "unsupported_protocol",
+        /// Outbound from a source outside the LAN subnet.
+        NotInside => "not_inside",
+        /// Inbound from or to an inside address (spoofed, or an attempt to route past the NAT).
+        Martian => "martian",
     }
 }
 
