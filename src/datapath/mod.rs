@@ -2,8 +2,9 @@
 //!
 //! Each queue has a thread of its own: receive a batch, translate every packet in place under the one lock of
 //! the shared NAT table, then queue the verdicts and send them with one `sendmsg`, with no lock held across a
-//! system call. The rules spread packets over the queues by CPU (`--queue-cpu-fanout`), so one host's flows use
-//! every core; the table is shared because a reply can arrive on any queue. Nothing here allocates or logs per
+//! system call. The rules spread flows over the queues by port, every packet of a flow through the same queue
+//! (`net::firewall`), so one host's flows use every core without reordering; the table is shared because a
+//! reply can arrive on another queue than its request. Nothing here allocates or logs per
 //! packet. The UI reads the NAT tables by sending a request that the first queue's loop answers between batches.
 
 pub mod nfqueue;

@@ -378,28 +378,17 @@ impl Queue {
 
     /// Queues a verdict without a payload.
     pub fn verdict(&mut self, id: u32, verdict: u32) -> io::Result<()> {
-        // Verdicts need no ACK; the packet id doubles as the sequence number.
-        let before = self.out.len();
-        Self::push(&mut self.out, self.num, id, id, verdict, None, None);
-        self.queued(self.out.len() - before)
+        let bytes = Self::push(&mut self.out, self.num, id, verdict, None, None);
+        self.queued(bytes)
     }
 
     /// Queues a verdict carrying packet `i`'s (rewritten) payload, optionally with a mark. The payload is not
     /// copied: `flush` sends it from the receive buffer.
     pub fn verdict_with_payload(&mut self, i: usize, verdict: u32, mark: Option<u32>) -> io::Result<()> {
         let s = self.slots[i];
-        let len = s.payload.1 as usize;
-        let before = self.out.len();
-        let start = begin(&mut self.out, NFQNL_MSG_VERDICT, 0, s.id, self.num, libc::AF_UNSPEC as u8);
-        Self::verdict_attrs(&mut self.out, s.id, verdict, mark);
-        // The payload attribute's header here; its value and padding go in at `flush`.
-        let alen = 4 + len;
-        self.out.extend_from_slice(&(alen as u16).to_ne_bytes());
-        self.out.extend_from_slice(&NFQA_PAYLOAD.to_ne_bytes());
-        let total = self.out.len() - start + align4(alen) - 4;
-        self.out[start..start + 4].copy_from_slice(&(total as u32).to_ne_bytes());
+        let bytes = Self::push(&mut self.out, self.num, s.id, verdict, mark, Some(s.payload.1 as usize));
         self.payloads.push((self.out.len(), i));
-        self.queued(self.out.len() - before + align4(alen) - 4)
+        self.queued(bytes)
     }
 
     /// Counts `bytes` more waiting, and sends them all once they are many.
@@ -408,7 +397,19 @@ impl Queue {
         if self.pending >= MAX_SEND { self.flush() } else { Ok(()) }
     }
 
-    fn verdict_attrs(out: &mut Vec<u8>, id: u32, verdict: u32, mark: Option<u32>) {
+    /// Appends a verdict message for packet `id` (verdicts need no ACK; the id doubles as the sequence number).
+    /// With `payload_len`, the message ends with the payload attribute's header: its length counts the payload
+    /// and padding that follow it on the wire (`flush` sends them from the receive buffer). Returns the message's
+    /// size on the wire.
+    fn push(
+        out: &mut Vec<u8>,
+        num: u16,
+        id: u32,
+        verdict: u32,
+        mark: Option<u32>,
+        payload_len: Option<usize>,
+    ) -> usize {
+        let start = begin(out, NFQNL_MSG_VERDICT, 0, id, num, libc::AF_UNSPEC as u8);
         let mut hdr = [0u8; 8];
         hdr[..4].copy_from_slice(&verdict.to_be_bytes());
         hdr[4..].copy_from_slice(&id.to_be_bytes());
@@ -416,15 +417,14 @@ impl Queue {
         if let Some(m) = mark {
             attr(out, NFQA_MARK, &m.to_be_bytes());
         }
-    }
-
-    fn push(out: &mut Vec<u8>, num: u16, seq: u32, id: u32, verdict: u32, payload: Option<&[u8]>, mark: Option<u32>) {
-        let start = begin(out, NFQNL_MSG_VERDICT, 0, seq, num, libc::AF_UNSPEC as u8);
-        Self::verdict_attrs(out, id, verdict, mark);
-        if let Some(p) = payload {
-            attr(out, NFQA_PAYLOAD, p);
-        }
-        finish(out, start);
+        let follows = payload_len.map_or(0, |len| {
+            out.extend_from_slice(&((4 + len) as u16).to_ne_bytes());
+            out.extend_from_slice(&NFQA_PAYLOAD.to_ne_bytes());
+            align4(len)
+        });
+        let total = out.len() - start + follows;
+        out[start..start + 4].copy_from_slice(&(total as u32).to_ne_bytes());
+        total
     }
 
     /// Sends every queued verdict with one `sendmsg` (netlink takes several messages per datagram): the
@@ -477,7 +477,11 @@ mod tests {
     #[test]
     fn builds_a_verdict_message() {
         let mut out = Vec::new();
-        Queue::push(&mut out, 3, 7, 7, NF_ACCEPT, Some(&[1, 2, 3, 4, 5]), Some(9));
+        let total = Queue::push(&mut out, 3, 7, NF_ACCEPT, Some(9), Some(5));
+        // What `flush` puts after it on the wire: the payload and its padding.
+        out.extend_from_slice(&[1, 2, 3, 4, 5]);
+        out.extend_from_slice(&PAD[..3]);
+        assert_eq!(total, out.len());
         let len = u32::from_ne_bytes(out[..4].try_into().unwrap()) as usize;
         assert_eq!(len, out.len());
         assert_eq!(u16::from_ne_bytes([out[4], out[5]]), (3 << 8) | 1);
