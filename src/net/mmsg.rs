@@ -18,19 +18,23 @@ fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)), u16::from_be(s.sin_port))
 }
 
-/// Points one message header at its buffer (`len` bytes) and address slot. Redone before every call: the header
+/// Points one message header at its iovecs (filled by the caller) and address slot. Redone before every call: the header
 /// holds raw pointers, so it is never kept across moves of the owning struct.
-fn point(hdr: &mut libc::mmsghdr, iov: &mut libc::iovec, buf: &mut [u8], len: usize, addr: &mut libc::sockaddr_in) {
-    *iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+fn point(hdr: &mut libc::mmsghdr, iovs: &mut [libc::iovec], addr: &mut libc::sockaddr_in) {
     let h = &mut hdr.msg_hdr;
     h.msg_name = (addr as *mut libc::sockaddr_in).cast();
     h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    h.msg_iov = iov;
-    h.msg_iovlen = 1;
+    h.msg_iov = iovs.as_mut_ptr();
+    h.msg_iovlen = iovs.len() as _;
     h.msg_control = std::ptr::null_mut();
     h.msg_controllen = 0;
     h.msg_flags = 0;
     hdr.msg_len = 0;
+}
+
+/// An iovec over all of `buf` (the kernel writes through it on receive).
+fn iovec(buf: &mut [u8]) -> libc::iovec {
+    libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() }
 }
 
 /// Receives up to `capacity` datagrams per call.
@@ -65,8 +69,8 @@ impl RecvBatch {
     /// One non-blocking `recvmmsg`; returns how many datagrams arrived (`WouldBlock` when none).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         for i in 0..self.bufs.len() {
-            let len = self.bufs[i].len();
-            point(&mut self.hdrs[i], &mut self.iovs[i], &mut self.bufs[i], len, &mut self.addrs[i]);
+            self.iovs[i] = iovec(&mut self.bufs[i]);
+            point(&mut self.hdrs[i], &mut self.iovs[i..=i], &mut self.addrs[i]);
         }
         // SAFETY: every header points at live buffers owned by self, sized as declared.
         let n = unsafe {
@@ -112,9 +116,8 @@ pub struct SendBatch {
     addrs: Vec<libc::sockaddr_in>,
     /// Queue positions in sending order: grouped by (destination, length).
     order: Vec<usize>,
-    /// Per outgoing message: first position in `order`, number of datagrams, and the coalesced bytes (GSO only).
+    /// Per outgoing message: its first position in `order` and its number of datagrams.
     msgs: Vec<(usize, usize)>,
-    joined: Vec<Vec<u8>>,
     cmsgs: Vec<Cmsg>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
@@ -136,7 +139,6 @@ impl SendBatch {
             addrs: vec![zero_addr; capacity],
             order: Vec::with_capacity(capacity),
             msgs: Vec::with_capacity(capacity),
-            joined: vec![Vec::new(); capacity],
             cmsgs: vec![[0; 4]; capacity],
             iovs: vec![zero_iov; capacity],
             hdrs: vec![zero_hdr; capacity],
@@ -205,23 +207,19 @@ impl SendBatch {
         }
     }
 
-    /// Points message `m`'s header at its bytes: the datagram itself, or the run joined with a UDP_SEGMENT cmsg.
+    /// Points message `m`'s header at its datagrams, one iovec each (in `order`, so a message's iovecs are
+    /// adjacent); a run of several gets a UDP_SEGMENT cmsg, and the kernel gathers it without a copy here.
     fn point_msg(&mut self, m: usize) {
         let (at, n) = self.msgs[m];
+        for k in at..at + n {
+            self.iovs[k] = iovec(&mut self.bufs[self.order[k]]);
+        }
         let first = self.order[at];
+        point(&mut self.hdrs[m], &mut self.iovs[at..at + n], &mut self.addrs[first]);
         if n == 1 {
-            let len = self.bufs[first].len();
-            point(&mut self.hdrs[m], &mut self.iovs[m], &mut self.bufs[first], len, &mut self.addrs[first]);
             return;
         }
         let seg = self.bufs[first].len();
-        let joined = &mut self.joined[m];
-        joined.clear();
-        for &i in &self.order[at..at + n] {
-            joined.extend_from_slice(&self.bufs[i]);
-        }
-        let len = joined.len();
-        point(&mut self.hdrs[m], &mut self.iovs[m], joined, len, &mut self.addrs[first]);
         let ctl = &mut self.cmsgs[m];
         // SAFETY: `ctl` is 32 bytes, 8-byte aligned: room for CMSG_SPACE(2) = 24; the header points at it.
         unsafe {
