@@ -125,22 +125,17 @@ fn bind_tcp(ip: Ipv4Addr, ifname: &str) -> Result<TcpListener> {
 async fn ask_udp(upstream: SocketAddr, query: Vec<u8>) -> Result<Vec<u8>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if upstream.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let s = Socket::new(domain, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
-    s.connect(&upstream.into())?;
+    let s: std::net::UdpSocket = Socket::new(domain, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?.into();
+    s.connect(upstream)?;
     s.send(&query)?;
     // SAFETY: the AsyncFd owns the socket; its descriptor stays open and the same until the AsyncFd drops.
     let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(s, Interest::READABLE) }
         .map_err(|e| anyhow!("cannot watch the upstream socket: {e}"))?;
+    let mut buf = [0u8; 4096];
     loop {
         let mut ready = fd.readable().await?;
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-        match ready.try_io(|s| s.get_ref().recv(&mut buf)) {
-            Ok(Ok(n)) => {
-                // SAFETY: recv initialised the first n bytes.
-                return Ok(buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect());
-            }
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_would_block) => continue,
+        if let Ok(n) = ready.try_io(|s| s.get_ref().recv(&mut buf)) {
+            return Ok(buf[..n?].to_vec());
         }
     }
 }
@@ -238,11 +233,8 @@ impl Shell {
                     self.out.slot(a).extend_from_slice(bytes);
                     self.out.commit();
                 }
-                SocketAddr::V6(_) => {
-                    if self.udp.try_send_to(bytes, to.addr).is_err() {
-                        self.send_failures += 1;
-                    }
-                }
+                // The UDP socket is IPv4 (the router's LAN address): no client can have another address.
+                SocketAddr::V6(_) => self.send_failures += 1,
             },
             Transport::Tcp => {
                 let ok = self.conns.get(&to.conn).is_some_and(|c| c.try_send(bytes.to_vec()).is_ok());
@@ -399,7 +391,8 @@ async fn run(
                 }
             }
             Some(first) = response_rx.recv() => {
-                // Every upstream answer already waiting is taken in this turn, so their replies leave together.
+                // Every upstream answer already waiting is taken in this turn, so their replies leave together
+                // (at the flush after this `select!`).
                 let mut next = Some(first);
                 let mut taken = 0;
                 while let Some((handle, answer)) = next {
@@ -415,7 +408,6 @@ async fn run(
                     taken += 1;
                     next = if taken < BATCH { response_rx.try_recv().ok() } else { None };
                 }
-                shell.flush();
             }
             Some((client, query)) = tcp_rx.recv() => {
                 if let Handled::Replied = dns.handle_query(&query, client, now_ms(), &mut reply, &mut actions) {
