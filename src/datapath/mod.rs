@@ -10,14 +10,27 @@
 pub mod nfqueue;
 
 use crate::nat::{Direction, Nat, PacketMeta, Snapshot, Verdict};
+use crate::net::coalesce::{CoalescePolicy, Coalescer, tight_timer_slack};
 use crate::net::firewall::MARK;
 use nfqueue::{
     HOOK_PRE_ROUTING, NF_ACCEPT, NF_DROP, NF_REPEAT, NFQA_SKB_CSUMNOTREADY, NFQA_SKB_GSO, Queue, QueueOptions,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+/// Adaptive batching (`net::coalesce`): above 40,000 small packets per second on a queue, its loop waits up to
+/// 100 us after a partial batch instead of sleeping on the socket, so that one wake-up, one `recvmmsg` and one
+/// verdict `sendmsg` serve many packets. 64-byte UDP through one queue: 0.117-0.129 -> 0.146-0.153 Mpps, the
+/// queue's thread 0.54 -> 0.34-0.38 cores (bench/nat.sh). Big packets (average above 1,500 bytes: TCP with GSO)
+/// never wait: their cost is the copies, and a wait only slowed one TCP stream (15.1 -> 11.3 Gbit/s).
+const COALESCE: CoalescePolicy = CoalescePolicy {
+    batch: nfqueue::BATCH,
+    above_per_sec: 40_000,
+    max_wait: Duration::from_micros(100),
+    max_avg_bytes: 1500,
+};
 
 /// What the web UI can ask the packet loop.
 pub enum Request {
@@ -119,6 +132,8 @@ impl Datapath {
 /// One queue's loop. The loop given `requests` also expires old mappings and answers the UI.
 fn run_queue(mut q: Queue, shared: &Shared, requests: Option<&mpsc::Receiver<Request>>) -> std::io::Result<()> {
     let mut decisions: Vec<Decision> = Vec::with_capacity(64);
+    let mut coalescer = Coalescer::new(COALESCE);
+    tight_timer_slack();
     let mut last_expire = 0u64;
     let mut malformed_seen = 0;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -131,6 +146,7 @@ fn run_queue(mut q: Queue, shared: &Shared, requests: Option<&mpsc::Receiver<Req
         };
         let now = shared.start.elapsed().as_millis() as u64;
         decisions.clear();
+        let mut bytes = 0;
         if n > 0 {
             let mut nat = shared.nat();
             for i in 0..n {
@@ -141,6 +157,7 @@ fn run_queue(mut q: Queue, shared: &Shared, requests: Option<&mpsc::Receiver<Req
                 } else {
                     Direction::Outbound
                 };
+                bytes += p.payload.len();
                 let meta = PacketMeta {
                     direction,
                     csum_partial: p.skb_info & NFQA_SKB_CSUMNOTREADY != 0,
@@ -175,6 +192,11 @@ fn run_queue(mut q: Queue, shared: &Shared, requests: Option<&mpsc::Receiver<Req
         if q.malformed != malformed_seen {
             shared.malformed.fetch_add(q.malformed - malformed_seen, Ordering::Relaxed);
             malformed_seen = q.malformed;
+        }
+        let wait = coalescer.after_batch(n, bytes);
+        if !wait.is_zero() {
+            // Under heavy load only (see COALESCE): a short nap, so that the next receive brings a fuller batch.
+            std::thread::sleep(wait);
         }
         let Some(requests) = requests else { continue };
         if now >= last_expire + 1000 {

@@ -139,7 +139,7 @@ pub struct QueueOptions {
 
 impl Default for QueueOptions {
     fn default() -> Self {
-        QueueOptions { gso: true, max_len: 8192, rcvbuf: 64 << 20, batch: 64, timeout_ms: 200 }
+        QueueOptions { gso: true, max_len: 8192, rcvbuf: 64 << 20, batch: BATCH, timeout_ms: 200 }
     }
 }
 
@@ -151,6 +151,8 @@ fn setsockopt_int(fd: RawFd, level: i32, opt: i32, value: i32) -> io::Result<()>
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// Packets per `recvmmsg` by default.
+pub const BATCH: usize = 64;
 /// Largest datagram: a 64 KB GSO packet plus netlink and attribute headers.
 const BUF_SIZE: usize = 65536 + 4096;
 /// Verdicts are sent once this many bytes wait (a batch of 64 KB GSO packets is several MB).

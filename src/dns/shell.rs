@@ -10,6 +10,7 @@ use super::{Action, ClientRef, Device, Dns, DnsConfig, Handled, LogEntry, QueryH
 use crate::app::Context;
 use crate::dhcp::lease::LeaseEvent;
 use crate::net::mmsg::{RecvBatch, SendBatch};
+use crate::net::coalesce::{CoalescePolicy, Coalescer, tight_timer_slack};
 use anyhow::{Context as _, Result, anyhow};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -26,41 +27,10 @@ const BATCH: usize = 64;
 /// Client batches handled per turn of the loop before anything else gets a turn.
 const ROUNDS_PER_TURN: usize = 8;
 
-/// Adaptive batching, like a NIC's interrupt moderation: above this many queries per second the loop waits a
-/// little after a partial batch instead of going back to sleep on the socket, so that the next `recvmmsg`
-/// brings a fuller batch (fewer wake-ups, more replies per GSO send). Below it every query is answered at once.
-const COALESCE_ABOVE_QPS: u64 = 40_000;
-/// The longest such wait: what it adds to an answer's latency under that load.
-const COALESCE_MAX_WAIT: Duration = Duration::from_micros(150);
-
-/// Tracks the recent query rate to decide whether to wait for a fuller batch.
-struct Coalescer {
-    window_start: std::time::Instant,
-    window_count: u64,
-    rate: u64,
-}
-
-impl Coalescer {
-    fn new() -> Self {
-        Coalescer { window_start: std::time::Instant::now(), window_count: 0, rate: 0 }
-    }
-
-    /// Counts `n` received datagrams; returns how long to wait before the next receive (zero: don't).
-    fn after_batch(&mut self, n: usize) -> Duration {
-        self.window_count += n as u64;
-        let elapsed = self.window_start.elapsed();
-        if elapsed >= Duration::from_millis(10) {
-            self.rate = self.window_count * 1_000_000 / elapsed.as_micros().max(1) as u64;
-            self.window_start = std::time::Instant::now();
-            self.window_count = 0;
-        }
-        if n >= BATCH || self.rate < COALESCE_ABOVE_QPS {
-            return Duration::ZERO;
-        }
-        // Long enough for about half a batch to arrive at the current rate.
-        Duration::from_micros((BATCH as u64 / 2) * 1_000_000 / self.rate).min(COALESCE_MAX_WAIT)
-    }
-}
+/// Adaptive batching (`net::coalesce`): above 40k queries/s the loop waits up to 150 us after a partial batch, so
+/// that the next `recvmmsg` brings a fuller batch (more replies per GSO send). Below it every query is answered at once.
+const COALESCE: CoalescePolicy =
+    CoalescePolicy { batch: BATCH, above_per_sec: 40_000, max_wait: Duration::from_micros(150), max_avg_bytes: u64::MAX };
 /// Client TCP connections served at once; more are closed at once (a counted drop).
 const MAX_TCP_CLIENTS: usize = 128;
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -344,10 +314,8 @@ async fn run(
     let mut next_conn = 1u64;
     let mut tcp_refused = 0u64;
     let mut rb = RecvBatch::new(BATCH, 4096);
-    let mut coalescer = Coalescer::new();
-    // The coalescing naps are tens of microseconds: keep the kernel from stretching them (default slack 50 us).
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 5_000u64, 0u64, 0u64, 0u64) };
+    let mut coalescer = Coalescer::new(COALESCE);
+    tight_timer_slack();
     let mut reply = Vec::with_capacity(4096);
     let mut actions = Vec::new();
     let timer = tokio::time::sleep(Duration::from_secs(3600));
@@ -378,14 +346,14 @@ async fn run(
                     }
                     shell.dispatch(&mut actions);
                     shell.flush();
-                    let wait = coalescer.after_batch(n);
+                    let wait = coalescer.after_batch(n, 0);
                     if wait.is_zero() {
                         if n < BATCH {
                             busy = false;
                             break;
                         }
                     } else {
-                        // Under heavy load only (see COALESCE_ABOVE_QPS): a short nap on this thread, then read on.
+                        // Under heavy load only (see COALESCE): a short nap on this thread, then read on.
                         std::thread::sleep(wait);
                     }
                 }

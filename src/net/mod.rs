@@ -1,5 +1,6 @@
 //! The kernel shell: rtnetlink (links, addresses, routes, bridge), sysctls, and the LAN set-up built on them.
 
+pub mod coalesce;
 pub mod firewall;
 pub mod mmsg;
 pub mod netlink;
