@@ -39,7 +39,7 @@ pub struct Context {
 
 /// The router's own sockets use these ports; the NAT never maps onto them, so replies to the router's own
 /// connections (DNS upstream queries, say) can never be taken for a LAN host's.
-const ROUTER_PORTS: &str = "61000 65535";
+const ROUTER_PORTS: (u16, u16) = (61000, 65535);
 const NAT_PORTS: (u16, u16) = (1024, 60999);
 
 /// Sets up the userspace NAT (sysctls, firewall rules) and starts its packet loop on a thread of its own.
@@ -58,7 +58,16 @@ async fn start_nat(
     let lan_if = lan.plan.lan_interface().to_owned();
     // Hairpinned packets come back into the LAN with the WAN address as their source.
     lan.set_sysctl(&format!("net/ipv4/conf/{lan_if}/accept_local"), "1")?;
-    lan.set_sysctl("net/ipv4/ip_local_port_range", ROUTER_PORTS)?;
+    lan.set_sysctl("net/ipv4/ip_local_port_range", &format!("{} {}", ROUTER_PORTS.0, ROUTER_PORTS.1))?;
+    // A forward onto one of the router's ports keeps the router's own sockets off it.
+    let reserved: Vec<String> = (config.port_forwards.iter())
+        .map(|f| f.external_port)
+        .filter(|p| (ROUTER_PORTS.0..=ROUTER_PORTS.1).contains(p))
+        .map(|p| p.to_string())
+        .collect();
+    if !reserved.is_empty() {
+        lan.set_sysctl("net/ipv4/ip_local_reserved_ports", &reserved.join(","))?;
+    }
     // With br_netfilter loaded, bridged frames also cross iptables, and a destination rewritten before routing
     // is sent back out as a bridged frame, which the bridge never returns through its ingress port: hairpinning
     // to a host on the same port breaks. Frames between LAN ports need no filtering here.
@@ -73,6 +82,8 @@ async fn start_nat(
         router_lan_ip: lan.plan.router,
         queue_first: 0,
         queue_count: config.nat_queue_count(),
+        router_ports: ROUTER_PORTS,
+        forwards: config.port_forwards.clone(),
     };
     // A power of two: the rules pick a flow's queue from bits of its port.
     let queues = rules.queues();

@@ -161,32 +161,41 @@ fn two_hosts_with_the_same_source_port_both_work() {
 #[test]
 fn port_forwarding_lets_a_wan_host_reach_a_lan_server() {
     let lab = lab(1);
-    let _gw = start(&lab, &[("PORT_FORWARDING", "10.0.0.11:8080")], "gw.log");
+    // 62000 lies among the router's own ports (61000-65535), whose replies otherwise skip the NAT.
+    let _gw = start(&lab, &[("PORT_FORWARDING", "10.0.0.11:8080 62000=10.0.0.11:8082/tcp")], "gw.log");
     let ns = client(&lab, 1);
-    let server = spawn_in(&ns, || {
-        let l = TcpListener::bind("10.0.0.11:8080").unwrap();
-        let (mut c, peer) = l.accept().unwrap();
-        c.write_all(b"served").unwrap();
-        peer
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    let got = lab
-        .in_netns(&lab.wan(), || {
-            let mut c =
-                TcpStream::connect_timeout(&"203.0.113.2:8080".parse().unwrap(), Duration::from_secs(3)).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-            let mut s = String::new();
-            c.read_to_string(&mut s).unwrap();
-            s
-        })
-        .unwrap();
-    assert_eq!(got, "served");
-    assert_eq!(server.join().unwrap().ip().to_string(), "203.0.113.1", "the LAN server sees the real client");
-    // Other ports stay closed from the WAN.
-    let closed = lab.in_netns(&lab.wan(), || {
-        TcpStream::connect_timeout(&"203.0.113.2:8081".parse().unwrap(), Duration::from_secs(2)).is_err()
-    });
-    assert!(closed.unwrap());
+    for (external, internal) in [(8080, 8080), (62000, 8082)] {
+        let server = spawn_in(&ns, move || {
+            let l = TcpListener::bind(("10.0.0.11", internal)).unwrap();
+            let (mut c, peer) = l.accept().unwrap();
+            c.write_all(b"served").unwrap();
+            peer
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let got = lab
+            .in_netns(&lab.wan(), move || {
+                let to = std::net::SocketAddr::from(([203, 0, 113, 2], external));
+                let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                let mut s = String::new();
+                c.read_to_string(&mut s).unwrap();
+                s
+            })
+            .unwrap();
+        assert_eq!(got, "served", "through external port {external}");
+        assert_eq!(server.join().unwrap().ip().to_string(), "203.0.113.1", "the LAN server sees the real client");
+    }
+    // The router's own sockets keep off the forwarded port among theirs.
+    let reserved = lab.run(&lab.gw(), &["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]).unwrap();
+    assert_eq!(reserved.trim(), "62000");
+    // Other ports stay closed from the WAN, the router's own included.
+    for port in [8081, 61500] {
+        let closed = lab.in_netns(&lab.wan(), move || {
+            let to = std::net::SocketAddr::from(([203, 0, 113, 2], port));
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).is_err()
+        });
+        assert!(closed.unwrap(), "port {port} is closed");
+    }
 }
 
 #[test]

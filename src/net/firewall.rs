@@ -11,6 +11,7 @@
 //! - filter: from the WAN, the router accepts only replies to its own connections (conntrack still tracks the
 //!   router's own traffic); WAN -> LAN passes only what we translated (marked).
 
+use crate::config::{PortForward, Protocols};
 use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 use std::io::Write;
@@ -31,6 +32,14 @@ const CHAINS: [(&str, &str, &str); 5] = [
 const SUBCHAINS: [(&str, &str); 4] =
     [("raw", "GK-LAN"), ("raw", "GK-WAN"), ("raw", "GK-HAIRPIN"), ("raw", "GK-UNTRACKED")];
 
+fn protocol_names(p: Protocols) -> &'static [&'static str] {
+    match p {
+        Protocols::Tcp => &["tcp"],
+        Protocols::Udp => &["udp"],
+        Protocols::Both => &["tcp", "udp"],
+    }
+}
+
 /// Every chain of ours, as (table, chain).
 fn our_chains() -> impl Iterator<Item = (&'static str, &'static str)> {
     CHAINS.iter().map(|&(t, c, _)| (t, c)).chain(SUBCHAINS)
@@ -46,6 +55,10 @@ pub struct Rules {
     /// NFQUEUE numbers `first..first+count`, spread by CPU when more than one.
     pub queue_first: u16,
     pub queue_count: u16,
+    /// The router's own ephemeral ports (`ip_local_port_range`), which the NAT never maps onto.
+    pub router_ports: (u16, u16),
+    /// The configured port forwards (those among the router's ports still go to the NAT).
+    pub forwards: Vec<PortForward>,
 }
 
 /// Which port of a packet picks its queue: the source port for packets leaving the LAN, the destination port for
@@ -93,6 +106,28 @@ impl Rules {
         s
     }
 
+    /// Replies to the router's own connections (its DNS upstream queries, above all) skip the NAT: they arrive on
+    /// the router's ports, which no mapping uses, so the NAT could only answer "local" after a round trip through
+    /// NFQUEUE and a wake-up of its thread (a quarter of the router's CPU per uncached DNS answer in `perf`).
+    /// ACCEPT here only ends the raw table: conntrack still tracks them and GK-IN still drops what is not a reply.
+    /// Forwards whose external port lies among the router's ports (kept out of its own use by
+    /// `ip_local_reserved_ports`) still go to the NAT, on the queue the port rules would pick.
+    fn router_port_rules(&self) -> String {
+        let (lo, hi) = self.router_ports;
+        let wip = self.wan_ip;
+        let mut s = String::new();
+        for f in self.forwards.iter().filter(|f| (lo..=hi).contains(&f.external_port)) {
+            let q = self.queue_first + ((f.external_port >> 1) & (self.queues() - 1));
+            for proto in protocol_names(f.protocols) {
+                s += &format!("-A GK-WAN -d {wip}/32 -p {proto} --dport {} -j NFQUEUE --queue-num {q}\n", f.external_port);
+            }
+        }
+        for proto in ["tcp", "udp"] {
+            s += &format!("-A GK-WAN -d {wip}/32 -p {proto} --dport {lo}:{hi} -j ACCEPT\n");
+        }
+        s
+    }
+
     /// The `iptables-restore --noflush` input that creates our chains and the jumps into them.
     ///
     /// Every packet of the LAN's traffic walks these rules in the sender's system call, and with iptables-nft each
@@ -122,6 +157,7 @@ impl Rules {
         s += &format!("-A GK-LAN ! -d {net} -j CT --notrack\n");
         s += &self.queue_rules("GK-HAIRPIN", "", PortKey::Source);
         s += &format!("-A GK-WAN {m} -j GK-UNTRACKED\n");
+        s += &self.router_port_rules();
         s += &self.queue_rules("GK-WAN", "", PortKey::Destination);
         s += "COMMIT\n";
         s += "*mangle\n:GK-POST - [0:0]\n-I POSTROUTING 1 -j GK-POST\n";
@@ -196,6 +232,11 @@ mod tests {
             router_lan_ip: "10.0.0.1".parse().unwrap(),
             queue_first: 0,
             queue_count: 2,
+            router_ports: (61000, 65535),
+            forwards: vec![
+                crate::config::parse_port_forward("62000=10.0.0.5:22/tcp").unwrap(),
+                crate::config::parse_port_forward("10.0.0.6:25565").unwrap(),
+            ],
         };
         let s = r.script();
         // Inbound by the destination port's bit 1, outbound and hairpin by the source port's; the rest to queue 0.
@@ -215,6 +256,13 @@ mod tests {
         let marked = s.find("-A GK-WAN -m mark").expect("marked rule");
         assert!(marked < s.find("-A GK-WAN ! -f").unwrap(), "{s}");
         assert!(!s.contains("bypass") && !s.contains("balance"), "fail closed, flows whole: {s}");
+        // Replies to the router's own ports skip the queues, except a forward's port among them; forwards on
+        // other ports need no rule of their own.
+        let router = "-A GK-WAN -d 203.0.113.2/32 -p udp --dport 61000:65535 -j ACCEPT\n";
+        let forward = "-A GK-WAN -d 203.0.113.2/32 -p tcp --dport 62000 -j NFQUEUE --queue-num 0\n";
+        assert!(s.find(forward).expect(forward) < s.find(router).expect(router), "{s}");
+        assert!(s.find(router).unwrap() < s.find("-A GK-WAN ! -f").unwrap(), "{s}");
+        assert!(!s.contains("25565"), "{s}");
         // Every chain a rule jumps to is declared in the table that uses it.
         for (table, chain) in our_chains() {
             let part = s.split("COMMIT").find(|t| t.trim_start().starts_with(&format!("*{table}"))).unwrap();
