@@ -431,6 +431,10 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
     Ok(results)
 }
 
+const USAGE: &str = "Usage: sudo bench/dns.sh [--seconds 10] [--rate 20000] [--clients 4] [--outstanding 200] \
+                     [--uncached 1000000] [--runs cached,rate,uncached] [--servers gatekeeper,dnsmasq,unbound,unbound2] \
+                     [--percentiles on|off] [--attempts 3] [--dnsmasq-cache 100000]";
+
 fn main() -> Result<()> {
     let mut opts = Opts {
         seconds: 10,
@@ -445,8 +449,12 @@ fn main() -> Result<()> {
         dnsmasq_cache: CACHE_SIZE,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     for pair in args.chunks(2) {
-        let v = pair.get(1).context("option without value")?;
+        let v = pair.get(1).with_context(|| format!("option {} without value\n{USAGE}", pair[0]))?;
         match pair[0].as_str() {
             "--seconds" => opts.seconds = v.parse()?,
             "--rate" => opts.rate = v.parse()?,
@@ -468,7 +476,7 @@ fn main() -> Result<()> {
                     .collect::<Result<_>>()?
             }
             "--servers" => opts.servers = v.split(',').map(Server::parse).collect::<Result<_>>()?,
-            o => bail!("unknown option {o}"),
+            o => bail!("unknown option {o}\n{USAGE}"),
         }
     }
     let mut results = Vec::new();
