@@ -249,8 +249,10 @@ fn nothing_leaves_untranslated_even_when_the_gateway_is_killed_under_load() {
     gw.kill9().unwrap();
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(udp_echo(&lab, &ns, 0), None, "with the gateway dead nothing passes (fail closed)");
-    let _gw2 = start(&lab, &[], "second.log");
+    let mut gw2 = start(&lab, &[], "second.log");
     assert_eq!(udp_echo(&lab, &ns, 0).as_deref(), Some("ping"), "after the restart traffic flows again");
+    let rules = lab.run(&lab.gw(), &["iptables-save"]).unwrap();
+    assert_eq!(rules.matches("-j GK-LAN").count(), 1, "the killed run's rules were replaced, not doubled:\n{rules}");
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     let sent = sender.join().unwrap();
@@ -261,6 +263,10 @@ fn nothing_leaves_untranslated_even_when_the_gateway_is_killed_under_load() {
     let leaked = lab.run(&lab.wan(), &["tcpdump", "-n", "-r", pcap.to_str().unwrap(), "net", "10.0.0.0/8"]).unwrap();
     assert!(all.lines().count() > 1000, "the capture saw the load ({sent} sent): {} packets", all.lines().count());
     assert!(leaked.trim().is_empty(), "LAN addresses on the WAN:\n{leaked}");
+    // A normal exit takes every rule of ours away.
+    gw2.terminate(Duration::from_secs(10)).unwrap();
+    let left = lab.run(&lab.gw(), &["iptables-save"]).unwrap();
+    assert!(!left.contains("GK-"), "rules left after the exit:\n{left}");
 }
 
 fn turnserver(lab: &Lab) -> Proc {

@@ -21,16 +21,23 @@ use std::process::{Command, Stdio};
 /// Set on packets we translated (with NF_REPEAT) so that the rules let them pass untracked.
 pub const MARK: u32 = 0x1000_0000;
 
-const CHAINS: [(&str, &str, &str); 5] = [
-    ("raw", "GK-PRE", "PREROUTING"),
-    ("raw", "GK-OUT", "OUTPUT"),
-    ("mangle", "GK-POST", "POSTROUTING"),
-    ("filter", "GK-IN", "INPUT"),
-    ("filter", "GK-FWD", "FORWARD"),
+/// Our chains, as (table, chain). GK-PRE and GK-OUT are only removed: older versions used them, and a crashed run of
+/// one may have left them behind.
+const CHAINS: [(&str, &str); 9] = [
+    ("raw", "GK-LAN"),
+    ("raw", "GK-WAN"),
+    ("raw", "GK-HAIRPIN"),
+    ("raw", "GK-UNTRACKED"),
+    ("mangle", "GK-POST"),
+    ("filter", "GK-IN"),
+    ("filter", "GK-FWD"),
+    ("raw", "GK-PRE"),
+    ("raw", "GK-OUT"),
 ];
-/// Chains reached only from ours: (table, chain).
-const SUBCHAINS: [(&str, &str); 4] =
-    [("raw", "GK-LAN"), ("raw", "GK-WAN"), ("raw", "GK-HAIRPIN"), ("raw", "GK-UNTRACKED")];
+/// The built-in chains that jump to ours.
+const BUILTINS: [(&str, &str); 5] =
+    [("raw", "PREROUTING"), ("raw", "OUTPUT"), ("mangle", "POSTROUTING"), ("filter", "INPUT"), ("filter", "FORWARD")];
+const LEGACY: [&str; 2] = ["GK-PRE", "GK-OUT"];
 
 fn protocol_names(p: Protocols) -> &'static [&'static str] {
     match p {
@@ -38,11 +45,6 @@ fn protocol_names(p: Protocols) -> &'static [&'static str] {
         Protocols::Udp => &["udp"],
         Protocols::Both => &["tcp", "udp"],
     }
-}
-
-/// Every chain of ours, as (table, chain).
-fn our_chains() -> impl Iterator<Item = (&'static str, &'static str)> {
-    CHAINS.iter().map(|&(t, c, _)| (t, c)).chain(SUBCHAINS)
 }
 
 #[derive(Debug, Clone)]
@@ -133,24 +135,23 @@ impl Rules {
     /// Every packet of the LAN's traffic walks these rules in the sender's system call, and with iptables-nft each
     /// rule costs (an interface name copied and compared, a counter, `u32` through the xtables shim): `perf` of a
     /// 64-byte UDP flood showed the rule walk at a fifth of the sender's CPU when one chain held every rule. So
-    /// the chains branch by interface first, and the common case (LAN -> internet) meets 6 rules.
+    /// the built-in chains branch by interface straight into ours, and the common case (LAN -> internet) meets 6
+    /// rules on its way; the LAN talking to the router meets 3, its answers 2.
     pub fn script(&self) -> String {
         let (lan, wan, net, wip) = (&self.lan_if, &self.wan_if, self.lan_subnet, self.wan_ip);
         let rip = self.router_lan_ip;
         let m = format!("-m mark --mark {MARK:#x}/{MARK:#x}");
+        let declare = |table: &str| {
+            let chains = CHAINS.iter().filter(|(t, c)| *t == table && !LEGACY.contains(c));
+            chains.map(|(_, c)| format!(":{c} - [0:0]\n")).collect::<String>()
+        };
         let mut s = String::new();
-        s += "*raw\n";
-        for (table, chain) in our_chains() {
-            if table == "raw" {
-                s += &format!(":{chain} - [0:0]\n");
-            }
-        }
-        s += "-I PREROUTING 1 -j GK-PRE\n-I OUTPUT 1 -j GK-OUT\n";
-        s += &format!("-A GK-PRE -i {lan} -j GK-LAN\n-A GK-PRE -i {wan} -j GK-WAN\n");
+        s += &format!("*raw\n{}", declare("raw"));
+        s += &format!("-I PREROUTING 1 -i {lan} -j GK-LAN\n-I PREROUTING 2 -i {wan} -j GK-WAN\n");
         // Untracked and done with the raw table: the LAN talking to the router's own services (DNS, DHCP, web),
         // and the packets we translated, which come back round with our mark (NF_REPEAT).
+        s += &format!("-I OUTPUT 1 -o {lan} -s {rip}/32 -j GK-UNTRACKED\n");
         s += "-A GK-UNTRACKED -j CT --notrack\n-A GK-UNTRACKED -j ACCEPT\n";
-        s += &format!("-A GK-OUT -o {lan} -s {rip}/32 -j GK-UNTRACKED\n");
         s += &format!("-A GK-LAN -d {rip}/32 -j GK-UNTRACKED\n");
         s += &format!("-A GK-LAN {m} -j GK-UNTRACKED\n");
         s += &format!("-A GK-LAN -d {wip}/32 -j GK-HAIRPIN\n");
@@ -160,12 +161,12 @@ impl Rules {
         s += &self.router_port_rules();
         s += &self.queue_rules("GK-WAN", "", PortKey::Destination);
         s += "COMMIT\n";
-        s += "*mangle\n:GK-POST - [0:0]\n-I POSTROUTING 1 -j GK-POST\n";
-        s += &self.queue_rules("GK-POST", &format!("-o {wan} -s {net}"), PortKey::Source);
+        s += &format!("*mangle\n{}-I POSTROUTING 1 -o {wan} -j GK-POST\n", declare("mangle"));
+        s += &self.queue_rules("GK-POST", &format!("-s {net}"), PortKey::Source);
         s += "COMMIT\n";
-        s += "*filter\n:GK-IN - [0:0]\n:GK-FWD - [0:0]\n-I INPUT 1 -j GK-IN\n-I FORWARD 1 -j GK-FWD\n";
-        s += &format!("-A GK-IN -i {wan} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n");
-        s += &format!("-A GK-IN -i {wan} -j DROP\n");
+        s += &format!("*filter\n{}-I INPUT 1 -i {wan} -j GK-IN\n-I FORWARD 1 -j GK-FWD\n", declare("filter"));
+        s += "-A GK-IN -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n";
+        s += "-A GK-IN -j DROP\n";
         s += &format!("-A GK-FWD -i {lan} -o {wan} -s {net} -j ACCEPT\n");
         s += &format!("-A GK-FWD {m} -j ACCEPT\n");
         s += &format!("-A GK-FWD -i {wan} -j DROP\n");
@@ -199,20 +200,36 @@ pub fn install(rules: &Rules) -> Result<()> {
     Ok(())
 }
 
-/// Removes our chains and the jumps to them; anything already gone is fine. Returns how many jumps were removed.
+/// The built-in chain rules (as `iptables -S` prints them) that jump to one of our chains: `-A CHAIN ... -j GK-...`.
+fn jumps_to_ours(listing: &str) -> Vec<Vec<&str>> {
+    let ours = |target: &str| CHAINS.iter().any(|(_, c)| *c == target);
+    listing
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.first() == Some(&"-A") && w.windows(2).any(|p| p[0] == "-j" && ours(p[1])))
+        .collect()
+}
+
+/// Removes our chains and the jumps to them, whatever interfaces they name (a crashed run's are unknown here);
+/// anything already gone is fine. Returns how many jumps were removed.
 pub fn remove() -> usize {
     let mut removed = 0;
-    for (table, chain, builtin) in CHAINS {
-        // A chain may be jumped to more than once if rules were added by hand: remove every jump.
-        while iptables(&["-t", table, "-D", builtin, "-j", chain]).is_ok_and(|o| o.status.success()) {
-            removed += 1;
+    for (table, builtin) in BUILTINS {
+        let Ok(out) = iptables(&["-t", table, "-S", builtin]) else { continue };
+        for mut rule in jumps_to_ours(&String::from_utf8_lossy(&out.stdout)) {
+            rule[0] = "-D";
+            let mut args = vec!["-t", table];
+            args.extend(rule);
+            if iptables(&args).is_ok_and(|o| o.status.success()) {
+                removed += 1;
+            }
         }
     }
     // Emptied first, then deleted: a chain cannot go while another still jumps to it.
-    for (table, chain) in our_chains() {
+    for (table, chain) in CHAINS {
         let _ = iptables(&["-t", table, "-F", chain]);
     }
-    for (table, chain) in our_chains() {
+    for (table, chain) in CHAINS {
         let _ = iptables(&["-t", table, "-X", chain]);
     }
     removed
@@ -221,6 +238,19 @@ pub fn remove() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removal_finds_every_jump_to_our_chains_whatever_its_match() {
+        let listing = "-P PREROUTING ACCEPT\n-A PREROUTING -i gk-lan -j GK-LAN\n-A PREROUTING -j GK-PRE\n\
+                       -A PREROUTING -i eth1 -j ACCEPT\n-A PREROUTING -j GK-OTHER\n";
+        let found = jumps_to_ours(listing);
+        assert_eq!(found, vec![vec!["-A", "PREROUTING", "-i", "gk-lan", "-j", "GK-LAN"], vec![
+            "-A",
+            "PREROUTING",
+            "-j",
+            "GK-PRE"
+        ]]);
+    }
 
     #[test]
     fn script_queues_both_directions_without_bypass() {
@@ -248,8 +278,9 @@ mod tests {
         };
         assert!(s.contains(&port_rule("GK-WAN", "", 1, 1)), "{s}");
         assert!(s.contains("-A GK-WAN -j NFQUEUE --queue-num 0\n"), "{s}");
-        assert!(s.contains(&port_rule("GK-POST", " -o eth0 -s 10.0.0.0/24", 17, 1)), "{s}");
-        assert!(s.contains("-A GK-POST -o eth0 -s 10.0.0.0/24 -j NFQUEUE --queue-num 0\n"), "{s}");
+        assert!(s.contains(&port_rule("GK-POST", " -s 10.0.0.0/24", 17, 1)), "{s}");
+        assert!(s.contains("-A GK-POST -s 10.0.0.0/24 -j NFQUEUE --queue-num 0\n"), "{s}");
+        assert!(s.contains("-I POSTROUTING 1 -o eth0 -j GK-POST\n"), "{s}");
         assert!(s.contains(&port_rule("GK-HAIRPIN", "", 17, 1)), "{s}");
         assert!(s.contains("-A GK-LAN -d 203.0.113.2/32 -j GK-HAIRPIN\n"), "{s}");
         // Translated packets (marked) skip the queues, before any queue rule sees them.
@@ -264,14 +295,14 @@ mod tests {
         assert!(s.find(router).unwrap() < s.find("-A GK-WAN ! -f").unwrap(), "{s}");
         assert!(!s.contains("25565"), "{s}");
         // Every chain a rule jumps to is declared in the table that uses it.
-        for (table, chain) in our_chains() {
+        for (table, chain) in CHAINS {
             let part = s.split("COMMIT").find(|t| t.trim_start().starts_with(&format!("*{table}"))).unwrap();
             if s.contains(&format!("-j {chain}\n")) {
                 assert!(part.contains(&format!(":{chain} - [0:0]")), "{chain} in {table}: {s}");
             }
         }
         let one = Rules { queue_count: 1, ..r.clone() }.script();
-        assert!(one.contains("-A GK-POST -o eth0 -s 10.0.0.0/24 -j NFQUEUE --queue-num 0\n"), "{one}");
+        assert!(one.contains("-A GK-POST -s 10.0.0.0/24 -j NFQUEUE --queue-num 0\n"), "{one}");
         assert!(!one.contains("u32"), "{one}");
         for (asked, used) in [(1, 1), (2, 2), (3, 2), (4, 4), (7, 4), (8, 8)] {
             assert_eq!(Rules { queue_count: asked, ..r.clone() }.queues(), used);
