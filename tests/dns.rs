@@ -48,6 +48,57 @@ fn ttl(answer: &str) -> u32 {
     answer.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|t| t.parse().ok()).unwrap_or(0)
 }
 
+/// A steady UDP query flood from a LAN namespace: queries evenly spaced (a spin, not bursts), answers read and
+/// thrown away by a second thread so that the socket never fills. `stop` returns (sent/s, answered/s).
+struct Flood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(f64, f64)>,
+}
+
+impl Flood {
+    fn start(ns: &str, from: &'static str, every: Duration, query: fn(u64) -> Vec<u8>) -> Flood {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood_stop = stop.clone();
+        let path = std::path::Path::new("/run/netns").join(ns);
+        let thread = std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let s = std::net::UdpSocket::bind((from, 0)).unwrap();
+            s.connect("10.0.0.1:53").unwrap();
+            let r = s.try_clone().unwrap();
+            r.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let reader_stop = flood_stop.clone();
+            let reader = std::thread::spawn(move || {
+                let (mut buf, mut answers) = ([0u8; 512], 0u64);
+                while !reader_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if r.recv(&mut buf).is_ok() {
+                        answers += 1;
+                    }
+                }
+                answers
+            });
+            let (start, mut sent, mut next) = (Instant::now(), 0u64, Instant::now());
+            while !flood_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while Instant::now() < next {
+                    std::hint::spin_loop();
+                }
+                next += every;
+                if s.send(&query(sent)).is_ok() {
+                    sent += 1;
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            (sent as f64 / secs, reader.join().unwrap() as f64 / secs)
+        });
+        Flood { stop, thread }
+    }
+
+    fn stop(self) -> (f64, f64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 #[test]
 fn answers_match_the_upstream_over_udp_and_tcp() {
     let lab = lab(1);
@@ -237,43 +288,10 @@ fn a_flood_of_cached_queries_does_not_starve_upstream_answers_or_tcp() {
     address_client(&lab, 1);
     let lan = lab.client(1);
     assert!(!dig(&lab, &lan, &["+short", "@10.0.0.1", "h1.test"]).trim().is_empty(), "warm the flood's name");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flood_stop = stop.clone();
-    let path = std::path::Path::new("/run/netns").join(&lan);
-    let flood = std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        // Answers are read and thrown away by a second thread so that the flood's socket never fills.
-        let s = std::net::UdpSocket::bind("10.0.0.11:0").unwrap();
-        s.connect("10.0.0.1:53").unwrap();
-        let r = s.try_clone().unwrap();
-        r.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let reader_stop = flood_stop.clone();
-        let reader = std::thread::spawn(move || {
-            let (mut buf, mut answers) = ([0u8; 512], 0u64);
-            while !reader_stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if r.recv(&mut buf).is_ok() {
-                    answers += 1;
-                }
-            }
-            answers
-        });
-        let q = gatekeeper::lab::build_query(0x4242, "h1.test", gatekeeper::lab::RecordType::A);
-        // 60k/s, evenly spaced (a spin, not bursts): above the threshold, so the server keeps batching, and below
-        // what it answers, so nothing is dropped for overload and a lost answer could only mean starvation.
-        let (start, mut sent) = (Instant::now(), 0u64);
-        let mut next = Instant::now();
-        while !flood_stop.load(std::sync::atomic::Ordering::Relaxed) {
-            while Instant::now() < next {
-                std::hint::spin_loop();
-            }
-            next += Duration::from_nanos(16_667);
-            if s.send(&q).is_ok() {
-                sent += 1;
-            }
-        }
-        let secs = start.elapsed().as_secs_f64();
-        (sent as f64 / secs, reader.join().unwrap() as f64 / secs)
+    // 60k/s: above the batching threshold, so the server keeps batching, and below what it answers, so nothing is
+    // dropped for overload and a lost answer could only mean starvation.
+    let flood = Flood::start(&lan, "10.0.0.11", Duration::from_nanos(16_667), |_| {
+        gatekeeper::lab::build_query(0x4242, "h1.test", gatekeeper::lab::RecordType::A)
     });
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
@@ -283,8 +301,7 @@ fn a_flood_of_cached_queries_does_not_starve_upstream_answers_or_tcp() {
     let tcp = dig(&lab, &lan, &["+short", "+tcp", "@10.0.0.1", "h2.test"]);
     let tcp_took = t.elapsed();
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (sent_rate, answered_rate) = flood.join().unwrap();
+    let (sent_rate, answered_rate) = flood.stop();
     assert!(answered_rate > 40_000.0, "the flood must be above the batching threshold: {answered_rate:.0} answers/s");
     eprintln!(
         "flood: {sent_rate:.0} sent/s, {answered_rate:.0} answered/s; upstream {upstream_took:?}, tcp {tcp_took:?}"
@@ -293,5 +310,41 @@ fn a_flood_of_cached_queries_does_not_starve_upstream_answers_or_tcp() {
     assert!(upstream_took < Duration::from_secs(1), "upstream answer took {upstream_took:?}");
     assert!(tcp.trim() == "198.18.0.3", "TCP answer during the flood: {tcp:?}");
     assert!(tcp_took < Duration::from_secs(1), "TCP answer took {tcp_took:?}");
+    assert!(gw.try_status().is_none(), "{}", gw.log());
+}
+
+#[test]
+fn an_uncached_flood_leaves_dhcp_and_the_web_ui_responsive() {
+    // Upstream queries run on the program's main runtime, beside DHCP and the web UI: a flood of cache misses must
+    // not hold those up.
+    let lab = lab(2);
+    let _knot = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();
+    let mut gw = start_dns(&lab, &[WAN_ADDR]);
+    address_client(&lab, 1);
+    // 10k unique names/s: every one a cache miss forwarded to knotd.
+    let flood = Flood::start(&lab.client(1), "10.0.0.11", Duration::from_micros(100), |i| {
+        gatekeeper::lab::build_query(
+            i as u16,
+            &gatekeeper::lab::uncached_name(i as usize),
+            gatekeeper::lab::RecordType::A,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let mut client = lab.dhcp_client(2, DhcpClient::Udhcpc, None).unwrap();
+    let bound = client.wait_event(0, &["bound"], Duration::from_secs(10));
+    let bind_took = t.elapsed();
+    let t = Instant::now();
+    let status = lab.run(&lab.client(2), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/status"]);
+    let ui_took = t.elapsed();
+    let (sent_rate, answered_rate) = flood.stop();
+    eprintln!(
+        "flood: {sent_rate:.0} sent/s, {answered_rate:.0} answered/s; DHCP bound in {bind_took:?}, UI {ui_took:?}"
+    );
+    assert!(answered_rate > 1_000.0, "the flood must reach the upstream: {answered_rate:.0} answers/s");
+    assert!(bound.is_ok(), "no DHCP lease during the flood: {:?}\n{}", bound.err(), gw.log());
+    assert!(bind_took < Duration::from_secs(3), "DHCP took {bind_took:?} during the flood");
+    assert!(status.is_ok_and(|s| s.contains('{')), "web UI during the flood");
+    assert!(ui_took < Duration::from_secs(2), "web UI took {ui_took:?} during the flood");
     assert!(gw.try_status().is_none(), "{}", gw.log());
 }
