@@ -9,8 +9,8 @@ use super::resolvconf;
 use super::{Action, ClientRef, Device, Dns, DnsConfig, Handled, LogEntry, QueryHandle, Transport};
 use crate::app::Context;
 use crate::dhcp::lease::LeaseEvent;
-use crate::net::mmsg::{RecvBatch, SendBatch};
 use crate::net::coalesce::{CoalescePolicy, Coalescer, tight_timer_slack};
+use crate::net::mmsg::{RecvBatch, SendBatch};
 use anyhow::{Context as _, Result, anyhow};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -29,8 +29,12 @@ const ROUNDS_PER_TURN: usize = 8;
 
 /// Adaptive batching (`net::coalesce`): above 40k queries/s the loop waits up to 150 us after a partial batch, so
 /// that the next `recvmmsg` brings a fuller batch (more replies per GSO send). Below it every query is answered at once.
-const COALESCE: CoalescePolicy =
-    CoalescePolicy { batch: BATCH, above_per_sec: 40_000, max_wait: Duration::from_micros(150), max_avg_bytes: u64::MAX };
+const COALESCE: CoalescePolicy = CoalescePolicy {
+    batch: BATCH,
+    above_per_sec: 40_000,
+    max_wait: Duration::from_micros(150),
+    max_avg_bytes: u64::MAX,
+};
 /// Client TCP connections served at once; more are closed at once (a counted drop).
 const MAX_TCP_CLIENTS: usize = 128;
 const TCP_IDLE: Duration = Duration::from_secs(10);

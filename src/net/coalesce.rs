@@ -74,12 +74,8 @@ pub fn tight_timer_slack() {
 mod tests {
     use super::*;
 
-    const POLICY: CoalescePolicy = CoalescePolicy {
-        batch: 64,
-        above_per_sec: 40_000,
-        max_wait: Duration::from_micros(150),
-        max_avg_bytes: 1500,
-    };
+    const POLICY: CoalescePolicy =
+        CoalescePolicy { batch: 64, above_per_sec: 40_000, max_wait: Duration::from_micros(150), max_avg_bytes: 1500 };
 
     /// Feeds `per_ms` items of `size` bytes every millisecond, in ten partial batches, for 30 ms; returns the
     /// last wait asked for.

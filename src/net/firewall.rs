@@ -121,7 +121,10 @@ impl Rules {
         for f in self.forwards.iter().filter(|f| (lo..=hi).contains(&f.external_port)) {
             let q = self.queue_first + ((f.external_port >> 1) & (self.queues() - 1));
             for proto in protocol_names(f.protocols) {
-                s += &format!("-A GK-WAN -d {wip}/32 -p {proto} --dport {} -j NFQUEUE --queue-num {q}\n", f.external_port);
+                s += &format!(
+                    "-A GK-WAN -d {wip}/32 -p {proto} --dport {} -j NFQUEUE --queue-num {q}\n",
+                    f.external_port
+                );
             }
         }
         for proto in ["tcp", "udp"] {
@@ -246,12 +249,10 @@ mod tests {
         let listing = "-P PREROUTING ACCEPT\n-A PREROUTING -i gk-lan -j GK-LAN\n-A PREROUTING -j GK-PRE\n\
                        -A PREROUTING -i eth1 -j ACCEPT\n-A PREROUTING -j GK-OTHER\n";
         let found = jumps_to_ours(listing);
-        assert_eq!(found, vec![vec!["-A", "PREROUTING", "-i", "gk-lan", "-j", "GK-LAN"], vec![
-            "-A",
-            "PREROUTING",
-            "-j",
-            "GK-PRE"
-        ]]);
+        assert_eq!(
+            found,
+            vec![vec!["-A", "PREROUTING", "-i", "gk-lan", "-j", "GK-LAN"], vec!["-A", "PREROUTING", "-j", "GK-PRE"]]
+        );
     }
 
     #[test]
