@@ -250,7 +250,9 @@ fn nothing_leaves_untranslated_even_when_the_gateway_is_killed_under_load() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(udp_echo(&lab, &ns, 0), None, "with the gateway dead nothing passes (fail closed)");
     let mut gw2 = start(&lab, &[], "second.log");
-    assert_eq!(udp_echo(&lab, &ns, 0).as_deref(), Some("ping"), "after the restart traffic flows again");
+    // The echo server also answers the load, and one probe can drop in its full socket: a few tries.
+    let echoed = (0..5).find_map(|_| udp_echo(&lab, &ns, 0));
+    assert_eq!(echoed.as_deref(), Some("ping"), "after the restart traffic flows again");
     let rules = lab.run(&lab.gw(), &["iptables-save"]).unwrap();
     assert_eq!(rules.matches("-j GK-LAN").count(), 1, "the killed run's rules were replaced, not doubled:\n{rules}");
     std::thread::sleep(Duration::from_millis(500));
