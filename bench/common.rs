@@ -95,3 +95,27 @@ pub fn children_cpu() -> f64 {
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(ru.ru_utime) + t(ru.ru_stime)
 }
+
+/// The command line as (option, value) pairs; `None` when `--help`/`-h` asked for `usage` (printed). An option
+/// without a value is an error that names it and shows `usage`.
+pub fn option_pairs(usage: &str) -> Result<Option<Vec<(String, String)>>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{usage}");
+        return Ok(None);
+    }
+    let mut pairs = Vec::new();
+    for pair in args.chunks(2) {
+        let v = pair.get(1).with_context(|| format!("option {} without value\n{usage}", pair[0]))?;
+        pairs.push((pair[0].clone(), v.clone()));
+    }
+    Ok(Some(pairs))
+}
+
+/// The variant of `all` whose `name` is `s`; the error lists the names (`what`: "setup", "test", ...).
+pub fn by_name<T: Copy>(s: &str, all: &[T], name: fn(T) -> &'static str, what: &str) -> Result<T> {
+    all.iter().copied().find(|&t| name(t) == s).with_context(|| {
+        let names: Vec<&str> = all.iter().map(|&t| name(t)).collect();
+        format!("unknown {what} {s} ({})", names.join(", "))
+    })
+}

@@ -29,7 +29,7 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{MachineCpu, children_cpu, wait_quiet};
+use common::{MachineCpu, by_name, children_cpu, option_pairs, wait_quiet};
 use gatekeeper::lab::{
     CACHED_NAMES, Lab, LabOptions, Proc, RecordType, WAN_ADDR, cached_name, cpu_secs, test_zone, uncached_name,
 };
@@ -79,6 +79,17 @@ enum Run {
 }
 
 impl Run {
+    const ALL: [Run; 3] = [Run::Cached, Run::Rate, Run::Uncached];
+
+    /// The name `--runs` takes.
+    fn name(self) -> &'static str {
+        match self {
+            Run::Cached => "cached",
+            Run::Rate => "rate",
+            Run::Uncached => "uncached",
+        }
+    }
+
     fn label(self, opts: &Opts) -> String {
         match self {
             Run::Cached => "cached, saturation".into(),
@@ -442,20 +453,15 @@ fn main() -> Result<()> {
         clients: 4,
         outstanding: 200,
         uncached: 1_000_000,
-        runs: vec![Run::Cached, Run::Rate, Run::Uncached],
+        runs: Run::ALL.to_vec(),
         servers: vec![Server::Gatekeeper, Server::Dnsmasq, Server::Unbound { threads: 1 }],
         percentiles: true,
         attempts: 3,
         dnsmasq_cache: CACHE_SIZE,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return Ok(());
-    }
-    for pair in args.chunks(2) {
-        let v = pair.get(1).with_context(|| format!("option {} without value\n{USAGE}", pair[0]))?;
-        match pair[0].as_str() {
+    let Some(pairs) = option_pairs(USAGE)? else { return Ok(()) };
+    for (option, v) in &pairs {
+        match option.as_str() {
             "--seconds" => opts.seconds = v.parse()?,
             "--rate" => opts.rate = v.parse()?,
             "--clients" => opts.clients = v.parse()?,
@@ -465,15 +471,7 @@ fn main() -> Result<()> {
             "--dnsmasq-cache" => opts.dnsmasq_cache = v.parse()?,
             "--attempts" => opts.attempts = v.parse::<usize>()?.max(1),
             "--runs" => {
-                opts.runs = v
-                    .split(',')
-                    .map(|s| match s {
-                        "cached" => Ok(Run::Cached),
-                        "rate" => Ok(Run::Rate),
-                        "uncached" => Ok(Run::Uncached),
-                        o => bail!("unknown run {o} (cached, rate, uncached)"),
-                    })
-                    .collect::<Result<_>>()?
+                opts.runs = v.split(',').map(|s| by_name(s, &Run::ALL, Run::name, "run")).collect::<Result<_>>()?
             }
             "--servers" => opts.servers = v.split(',').map(Server::parse).collect::<Result<_>>()?,
             o => bail!("unknown option {o}\n{USAGE}"),

@@ -40,7 +40,7 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{MachineCpu, children_cpu, wait_quiet};
+use common::{MachineCpu, by_name, children_cpu, option_pairs, wait_quiet};
 use gatekeeper::lab::{GW_WAN_ADDR, Lab, LabOptions, Proc, WAN_ADDR, field};
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
@@ -76,6 +76,8 @@ enum Setup {
 }
 
 impl Setup {
+    const ALL: [Setup; 3] = [Setup::Plain, Setup::Masquerade, Setup::Gatekeeper];
+
     fn name(self) -> &'static str {
         match self {
             Setup::Plain => "plain",
@@ -84,12 +86,7 @@ impl Setup {
         }
     }
     fn parse(s: &str) -> Result<Setup> {
-        Ok(match s {
-            "plain" => Setup::Plain,
-            "masquerade" => Setup::Masquerade,
-            "gatekeeper" => Setup::Gatekeeper,
-            o => bail!("unknown setup {o} (plain, masquerade, gatekeeper)"),
-        })
+        by_name(s, &Setup::ALL, Setup::name, "setup")
     }
 }
 
@@ -101,6 +98,8 @@ enum Test {
 }
 
 impl Test {
+    const ALL: [Test; 3] = [Test::Tcp1, Test::Tcp4, Test::Udp64];
+
     fn name(self) -> &'static str {
         match self {
             Test::Tcp1 => "tcp1",
@@ -116,12 +115,7 @@ impl Test {
         }
     }
     fn parse(s: &str) -> Result<Test> {
-        Ok(match s {
-            "tcp1" => Test::Tcp1,
-            "tcp4" => Test::Tcp4,
-            "udp64" => Test::Udp64,
-            o => bail!("unknown test {o} (tcp1, tcp4, udp64)"),
-        })
+        by_name(s, &Test::ALL, Test::name, "test")
     }
     fn iperf_args(self) -> &'static [&'static str] {
         match self {
@@ -836,21 +830,11 @@ const USAGE: &str = "Usage: sudo bench/nat.sh [--seconds 10] [--tests tcp1,tcp4,
                      [--setups plain,masquerade,gatekeeper] [--attempts 3] [--queues N]";
 
 fn main() -> Result<()> {
-    let mut opts = Opts {
-        seconds: 10,
-        tests: vec![Test::Tcp1, Test::Tcp4, Test::Udp64],
-        setups: vec![Setup::Plain, Setup::Masquerade, Setup::Gatekeeper],
-        attempts: 3,
-        queues: None,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return Ok(());
-    }
-    for pair in args.chunks(2) {
-        let v = pair.get(1).with_context(|| format!("option {} without value\n{USAGE}", pair[0]))?;
-        match pair[0].as_str() {
+    let mut opts =
+        Opts { seconds: 10, tests: Test::ALL.to_vec(), setups: Setup::ALL.to_vec(), attempts: 3, queues: None };
+    let Some(pairs) = option_pairs(USAGE)? else { return Ok(()) };
+    for (option, v) in &pairs {
+        match option.as_str() {
             "--seconds" => opts.seconds = v.parse()?,
             "--attempts" => opts.attempts = v.parse::<usize>()?.max(1),
             "--queues" => opts.queues = Some(v.parse()?),
