@@ -59,15 +59,6 @@ async fn start_nat(
     // Hairpinned packets come back into the LAN with the WAN address as their source.
     lan.set_sysctl(&format!("net/ipv4/conf/{lan_if}/accept_local"), "1")?;
     lan.set_sysctl("net/ipv4/ip_local_port_range", &format!("{} {}", ROUTER_PORTS.0, ROUTER_PORTS.1))?;
-    // A forward onto one of the router's ports keeps the router's own sockets off it.
-    let reserved: Vec<String> = (config.port_forwards.iter())
-        .map(|f| f.external_port)
-        .filter(|p| (ROUTER_PORTS.0..=ROUTER_PORTS.1).contains(p))
-        .map(|p| p.to_string())
-        .collect();
-    if !reserved.is_empty() {
-        lan.set_sysctl("net/ipv4/ip_local_reserved_ports", &reserved.join(","))?;
-    }
     // With br_netfilter loaded, bridged frames also cross iptables, and a destination rewritten before routing
     // is sent back out as a bridged frame, which the bridge never returns through its ingress port: hairpinning
     // to a host on the same port breaks. Frames between LAN ports need no filtering here.
@@ -85,6 +76,11 @@ async fn start_nat(
         router_ports: ROUTER_PORTS,
         forwards: config.port_forwards.clone(),
     };
+    // A forward onto one of the router's ports keeps the router's own sockets off it.
+    let reserved: Vec<String> = rules.forwards_on_router_ports().map(|f| f.external_port.to_string()).collect();
+    if !reserved.is_empty() {
+        lan.set_sysctl("net/ipv4/ip_local_reserved_ports", &reserved.join(","))?;
+    }
     // A power of two: the rules pick a flow's queue from bits of its port.
     let queues = rules.queues();
     lan.install_firewall(&rules)?;

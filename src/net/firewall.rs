@@ -108,6 +108,12 @@ impl Rules {
         s
     }
 
+    /// The forwards whose external port lies among the router's own ports: they must be reserved from its sockets.
+    pub fn forwards_on_router_ports(&self) -> impl Iterator<Item = &PortForward> {
+        let (lo, hi) = self.router_ports;
+        self.forwards.iter().filter(move |f| (lo..=hi).contains(&f.external_port))
+    }
+
     /// Replies to the router's own connections (its DNS upstream queries, above all) skip the NAT: they arrive on
     /// the router's ports, which no mapping uses, so the NAT could only answer "local" after a round trip through
     /// NFQUEUE and a wake-up of its thread (a quarter of the router's CPU per uncached DNS answer in `perf`).
@@ -118,7 +124,7 @@ impl Rules {
         let (lo, hi) = self.router_ports;
         let wip = self.wan_ip;
         let mut s = String::new();
-        for f in self.forwards.iter().filter(|f| (lo..=hi).contains(&f.external_port)) {
+        for f in self.forwards_on_router_ports() {
             let q = self.queue_first + ((f.external_port >> 1) & (self.queues() - 1));
             for proto in protocol_names(f.protocols) {
                 s += &format!(
