@@ -33,11 +33,6 @@ impl Coalescer {
         Coalescer { policy, window_start: Instant::now(), window_count: 0, window_bytes: 0, rate: 0, avg_bytes: 0 }
     }
 
-    /// The rate measured over the last full window, per second.
-    pub fn rate(&self) -> u64 {
-        self.rate
-    }
-
     /// Counts `n` items of `bytes` in all just received; returns how long to wait before the next receive (zero:
     /// don't).
     pub fn after_batch(&mut self, n: usize, bytes: usize) -> Duration {
@@ -97,7 +92,7 @@ mod tests {
         let mut c = Coalescer::new(POLICY);
         c.window_start = start;
         assert_eq!(steady(&mut c, start, 10), Duration::ZERO); // 10k/s
-        assert_eq!(c.rate(), 10_000);
+        assert_eq!(c.rate, 10_000);
     }
 
     #[test]
