@@ -66,9 +66,6 @@ fn set16(pkt: &mut [u8], at: usize, new: u16, d: &mut Delta) -> bool {
     true
 }
 
-/// Rewrites the datagram `ip` (outer or embedded in an ICMP error) per `rw`, updating the IP header checksum and,
-/// when `update_l4` and present, the L4 checksum. Returns the change of every 16-bit word it wrote, for an enclosing
-/// ICMP checksum.
 /// The state of a packet's TCP/UDP checksum as the kernel handed it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Csum {
@@ -116,6 +113,9 @@ fn ports(pkt: &[u8], ip: &Ipv4) -> Result<(Protocol, u16, u16, u8), DropReason> 
     Ok((proto, be16(pkt, l4), be16(pkt, l4 + 2), flags))
 }
 
+/// Rewrites the datagram `ip` (outer or embedded in an ICMP error) per `rw`, updating the IP header checksum and,
+/// when `update_l4` and present, the L4 checksum. Returns the change of every 16-bit word it wrote, for an enclosing
+/// ICMP checksum.
 fn apply(pkt: &mut [u8], ip: &Ipv4, rw: &Rw, update_l4: bool) -> Delta {
     let o = ip.off;
     let mut all = Delta::default();
