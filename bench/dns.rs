@@ -11,7 +11,9 @@
 //! `--servers dnsmasq,unbound` (also `unbound2`: Unbound with 2 threads; `gatekeeper`), `--percentiles on|off`
 //! (dnsperf `-v`, one output line per answer: costs dnsperf a few % of its rate), `--attempts 3` (a run that other
 //! work on the machine disturbed, more than 0.15 cores, is repeated up to this many times; the least disturbed counts),
-//! `--dnsmasq-cache 100000` (dnsmasq `--cache-size`).
+//! `--rounds 1` (the whole list of servers this many times, interleaved: g, d, u, g, d, u, ...; a table per round, then
+//! one of the medians, each column's median taken separately: a single run's p99 moves with the machine's
+//! scheduling by tens of percent from run to run), `--dnsmasq-cache 100000` (dnsmasq `--cache-size`).
 //!
 //! Each run waits until the machine is idle (up to 2 minutes) and prints to stderr the cores used by the server,
 //! dnsperf, knotd and anything else, and UDP receive-buffer drops per namespace. With `-t 1`, an answer later than 1 s
@@ -110,6 +112,8 @@ struct Opts {
     /// dnsperf `-v` (one output line per answer, for percentiles): costs dnsperf a few % of its throughput.
     percentiles: bool,
     attempts: usize,
+    /// The whole server list this many times, interleaved; then the medians.
+    rounds: usize,
     dnsmasq_cache: usize,
 }
 
@@ -133,6 +137,41 @@ struct Outcome {
     /// Busy CPU time of the whole machine over the run, and elapsed CPU time (cores x seconds).
     machine_busy_secs: f64,
     machine_secs: f64,
+}
+
+impl Outcome {
+    /// The median of each column separately (a row no single run produced: the typical value of each figure).
+    fn median(rows: &[&Outcome]) -> Outcome {
+        let m = |f: &dyn Fn(&Outcome) -> f64| {
+            let mut v: Vec<f64> = rows.iter().map(|r| f(r)).collect();
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+        };
+        // CPU per answer is a ratio: its median is taken over the runs' ratios, and cpu_secs is derived from it.
+        let completed = m(&|r| r.completed as f64);
+        let cpu_per_answer = m(&|r| r.cpu_secs / r.completed.max(1) as f64);
+        let secs = m(&|r| r.secs);
+        Outcome {
+            server: rows[0].server,
+            run: rows[0].run,
+            sent: m(&|r| r.sent as f64) as u64,
+            completed: completed as u64,
+            lost: m(&|r| r.lost as f64) as u64,
+            noerror: m(&|r| r.noerror as f64) as u64,
+            qps: m(&|r| r.qps),
+            secs,
+            avg_ms: m(&|r| r.avg_ms),
+            p50_ms: m(&|r| r.p50_ms),
+            p99_ms: m(&|r| r.p99_ms),
+            p999_ms: m(&|r| r.p999_ms),
+            cpu_secs: cpu_per_answer * completed,
+            upstream_cpu_secs: m(&|r| r.upstream_cpu_secs),
+            client_cpu_secs: m(&|r| r.client_cpu_secs),
+            machine_busy_secs: m(&|r| r.machine_busy_secs),
+            machine_secs: m(&|r| r.machine_secs),
+        }
+    }
 }
 
 fn rcvbuf_errors(lab: &Lab) -> Result<[u64; 3]> {
@@ -444,7 +483,7 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
 
 const USAGE: &str = "Usage: sudo bench/dns.sh [--seconds 10] [--rate 20000] [--clients 4] [--outstanding 200] \
                      [--uncached 1000000] [--runs cached,rate,uncached] [--servers gatekeeper,dnsmasq,unbound,unbound2] \
-                     [--percentiles on|off] [--attempts 3] [--dnsmasq-cache 100000]";
+                     [--percentiles on|off] [--attempts 3] [--rounds 1] [--dnsmasq-cache 100000]";
 
 fn main() -> Result<()> {
     let mut opts = Opts {
@@ -457,6 +496,7 @@ fn main() -> Result<()> {
         servers: vec![Server::Gatekeeper, Server::Dnsmasq, Server::Unbound { threads: 1 }],
         percentiles: true,
         attempts: 3,
+        rounds: 1,
         dnsmasq_cache: CACHE_SIZE,
     };
     let Some(pairs) = option_pairs(USAGE)? else { return Ok(()) };
@@ -470,6 +510,7 @@ fn main() -> Result<()> {
             "--percentiles" => opts.percentiles = v == "on",
             "--dnsmasq-cache" => opts.dnsmasq_cache = v.parse()?,
             "--attempts" => opts.attempts = v.parse::<usize>()?.max(1),
+            "--rounds" => opts.rounds = v.parse::<usize>()?.max(1),
             "--runs" => {
                 opts.runs = v.split(',').map(|s| by_name(s, &Run::ALL, Run::name, "run")).collect::<Result<_>>()?
             }
@@ -477,18 +518,48 @@ fn main() -> Result<()> {
             o => bail!("unknown option {o}\n{USAGE}"),
         }
     }
+    // Rounds interleave the servers (g, d, u, g, d, u, ...) so that a drift of the machine over the minutes of a
+    // benchmark touches every server alike; the medians over the rounds are what to compare.
     let mut results = Vec::new();
-    for &server in &opts.servers {
-        results.extend(run_server(server, &opts)?);
+    for round in 1..=opts.rounds {
+        for &server in &opts.servers {
+            if opts.rounds > 1 {
+                eprintln!("round {round} of {}", opts.rounds);
+            }
+            results.extend(run_server(server, &opts)?);
+        }
     }
+    let mut runs = opts.runs.clone();
+    runs.dedup();
+    if opts.rounds == 1 {
+        print_table(&results, &runs, &opts);
+        return Ok(());
+    }
+    for (i, chunk) in results.chunks(results.len() / opts.rounds).enumerate() {
+        println!("Round {}\n", i + 1);
+        print_table(chunk, &runs, &opts);
+        println!();
+    }
+    let mut medians = Vec::new();
+    for &run in &runs {
+        for &server in &opts.servers {
+            let rows: Vec<&Outcome> = results.iter().filter(|r| r.run == run && r.server == server).collect();
+            if !rows.is_empty() && !medians.iter().any(|m: &Outcome| m.run == run && m.server == server) {
+                medians.push(Outcome::median(&rows));
+            }
+        }
+    }
+    println!("Median of {} rounds (each column separately)\n", opts.rounds);
+    print_table(&medians, &runs, &opts);
+    Ok(())
+}
 
+fn print_table(results: &[Outcome], runs: &[Run], opts: &Opts) {
     println!(
         "| run | server | answered/s | vs best peer | lost | avg | p50 | p99 | p99.9 | CPU per answer | vs best peer | CPU busy |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut runs = opts.runs.clone();
-    runs.dedup();
-    for &run in &runs {
+    for &run in runs {
         let rows: Vec<&Outcome> = results.iter().filter(|r| r.run == run).collect();
         let cpu = |r: &Outcome| r.cpu_secs * 1e6 / r.completed.max(1) as f64;
         let peers = rows.iter().filter(|r| r.server != Server::Gatekeeper);
@@ -497,7 +568,7 @@ fn main() -> Result<()> {
         for r in rows {
             println!(
                 "| {} | {} | {:.0} | {:.2}x | {:.2}% | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.2} us | {:.2}x | {:.0}% |",
-                run.label(&opts),
+                run.label(opts),
                 r.server.name(),
                 r.qps,
                 r.qps / best_qps,
@@ -512,5 +583,5 @@ fn main() -> Result<()> {
             );
         }
     }
-    Ok(())
 }
+
