@@ -8,7 +8,8 @@
 //! Options: `--seconds N` (10, per measured run), `--rate 20000` (queries/s of the fixed-rate run),
 //! `--clients 4 --outstanding 200` (dnsperf `-c`, `-q` at saturation), `--uncached 1000000` (unique names available
 //! to the uncached run, each queried once), `--runs cached,rate,uncached`,
-//! `--servers dnsmasq,unbound` (also `unbound2`: Unbound with 2 threads; `gatekeeper`), `--percentiles on|off`
+//! `--servers dnsmasq,unbound` (also `unbound2`: Unbound with 2 threads; `gatekeeper`; `floor`: not a resolver but
+//! the least a UDP server can do per query, a blocking echo that answers every A question: the machine's own latency), `--percentiles on|off`
 //! (dnsperf `-v`, one output line per answer: costs dnsperf a few % of its rate), `--attempts 3` (a run that other
 //! work on the machine disturbed, more than 0.15 cores, is repeated up to this many times; the least disturbed counts),
 //! `--rounds 1` (the whole list of servers this many times, interleaved: g, d, u, g, d, u, ...; a table per round, then
@@ -51,6 +52,8 @@ enum Server {
     Gatekeeper,
     Dnsmasq,
     Unbound { threads: u32 },
+    /// Not a resolver: the least a UDP DNS server can do (`floor_responder`), to show the machine's own latency.
+    Floor,
 }
 
 impl Server {
@@ -60,6 +63,7 @@ impl Server {
             Server::Dnsmasq => "dnsmasq".into(),
             Server::Unbound { threads: 1 } => "unbound".into(),
             Server::Unbound { threads } => format!("unbound ({threads} threads)"),
+            Server::Floor => "floor (echo)".into(),
         }
     }
     fn parse(s: &str) -> Result<Server> {
@@ -68,7 +72,8 @@ impl Server {
             "dnsmasq" => Server::Dnsmasq,
             "unbound" => Server::Unbound { threads: 1 },
             "unbound2" => Server::Unbound { threads: 2 },
-            o => bail!("unknown server {o} (gatekeeper, dnsmasq, unbound, unbound2)"),
+            "floor" => Server::Floor,
+            o => bail!("unknown server {o} (gatekeeper, dnsmasq, unbound, unbound2, floor)"),
         })
     }
 }
@@ -244,6 +249,12 @@ forward-zone:
             c.arg("-d").arg("-c").arg(&path);
             Proc::spawn(c, &dir.join("server.log"))?
         }
+        Server::Floor => {
+            lab.run(&gw, &["ip", "addr", "add", &format!("{SERVER_ADDR}/24"), "dev", "gw-lan1"])?;
+            let mut c = lab.cmd(&gw, std::env::current_exe()?);
+            c.args([FLOOR_FLAG, &format!("{SERVER_ADDR}:53")]);
+            Proc::spawn(c, &dir.join("server.log"))?
+        }
     };
     let server_addr: SocketAddr = format!("{SERVER_ADDR}:53").parse()?;
     let reply = lab
@@ -259,6 +270,36 @@ forward-zone:
         );
     }
     Ok(p)
+}
+
+const FLOOR_FLAG: &str = "--floor-responder";
+
+/// The `floor` server: one thread, one blocking `recvfrom`, one `sendto` per query, no cache, no epoll, answering
+/// every A question with 192.0.2.1 (TTL 1 day). No real server can do less per query, so its latency at a fixed rate
+/// is this machine's own (the load generator's, the kernel's, the scheduler's): a resolver's percentile close to it
+/// is at the floor of what this benchmark can tell apart.
+fn floor_responder(addr: &str) -> Result<()> {
+    let sock = std::net::UdpSocket::bind(addr)?;
+    let mut buf = [0u8; 1500];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf)?;
+        // Header (12 bytes) and one question: the name's labels, then type and class.
+        let mut i = 12;
+        while i < n && buf[i] != 0 {
+            i += 1 + buf[i] as usize;
+        }
+        let end = i + 5;
+        if n < 12 || end > n || buf[4..6] != [0, 1] {
+            continue;
+        }
+        let mut reply = buf[..end].to_vec();
+        reply[2] = 0x84 | (buf[2] & 0x01); // QR, AA, the client's RD
+        reply[3] = 0x80; // RA, NOERROR
+        reply[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]); // 1 answer, no authority or additional records
+        // The answer: a pointer to the question's name, A, IN, TTL 86400, 4 bytes of address.
+        reply.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 1, 0x51, 0x80, 0, 4, 192, 0, 2, 1]);
+        let _ = sock.send_to(&reply, from);
+    }
 }
 
 /// A `Key: value` line of dnsperf's summary; the first number of the value.
@@ -482,10 +523,14 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
 }
 
 const USAGE: &str = "Usage: sudo bench/dns.sh [--seconds 10] [--rate 20000] [--clients 4] [--outstanding 200] \
-                     [--uncached 1000000] [--runs cached,rate,uncached] [--servers gatekeeper,dnsmasq,unbound,unbound2] \
+                     [--uncached 1000000] [--runs cached,rate,uncached] [--servers gatekeeper,dnsmasq,unbound,unbound2,floor] \
                      [--percentiles on|off] [--attempts 3] [--rounds 1] [--dnsmasq-cache 100000]";
 
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(FLOOR_FLAG) {
+        return floor_responder(args.get(2).map(String::as_str).unwrap_or("0.0.0.0:53"));
+    }
     let mut opts = Opts {
         seconds: 10,
         rate: 20_000,
@@ -562,7 +607,8 @@ fn print_table(results: &[Outcome], runs: &[Run], opts: &Opts) {
     for &run in runs {
         let rows: Vec<&Outcome> = results.iter().filter(|r| r.run == run).collect();
         let cpu = |r: &Outcome| r.cpu_secs * 1e6 / r.completed.max(1) as f64;
-        let peers = rows.iter().filter(|r| r.server != Server::Gatekeeper);
+        // The floor is a reference, not a peer.
+        let peers = rows.iter().filter(|r| !matches!(r.server, Server::Gatekeeper | Server::Floor));
         let best_qps = peers.clone().map(|r| r.qps).fold(0.0, f64::max);
         let best_cpu = peers.map(|r| cpu(r)).fold(f64::INFINITY, f64::min);
         for r in rows {

@@ -14,11 +14,12 @@ use crate::net::mmsg::{RecvBatch, SendBatch};
 use anyhow::{Context as _, Result, anyhow};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
@@ -70,7 +71,10 @@ pub fn upstreams(ctx: &Context) -> Vec<SocketAddr> {
     resolvconf::system_upstreams(&files, &[IpAddr::V4(ctx.lan.router)])
 }
 
-fn bind_udp(ip: Ipv4Addr, ifname: &str) -> Result<UdpSocket> {
+/// The client socket, registered for readability only: tokio's `UdpSocket` also asks for writability, and then
+/// every reply sent (its buffer freed) makes an event that wakes the loop's `epoll_wait` once more for nothing
+/// (one extra system call per wake-up, seen with `perf` at 20k queries/s).
+fn bind_udp(ip: Ipv4Addr, ifname: &str) -> Result<AsyncFd<std::net::UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.bind_device(Some(ifname.as_bytes()))?;
@@ -78,7 +82,10 @@ fn bind_udp(ip: Ipv4Addr, ifname: &str) -> Result<UdpSocket> {
     s.set_send_buffer_size(4 << 20)?;
     s.set_nonblocking(true)?;
     s.bind(&SocketAddrV4::new(ip, 53).into()).with_context(|| format!("cannot listen on {ip}:53 (UDP)"))?;
-    Ok(UdpSocket::from_std(s.into())?)
+    let sock: std::net::UdpSocket = s.into();
+    // SAFETY: the socket owns its descriptor for as long as the AsyncFd owns the socket, and `as_raw_fd` always
+    // returns that one.
+    unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }.map_err(|e| anyhow!("{e}"))
 }
 
 fn bind_tcp(ip: Ipv4Addr, ifname: &str) -> Result<TcpListener> {
@@ -188,7 +195,8 @@ pub async fn serve(
 }
 
 struct Shell {
-    udp: UdpSocket,
+    /// The client socket's descriptor, for sending (its `AsyncFd`, for receiving, stays with the loop).
+    udp: RawFd,
     /// UDP replies wait here until the end of the loop turn: one `sendmmsg` (and GSO) for all of them.
     out: SendBatch,
     inflight: HashMap<QueryHandle, AbortHandle>,
@@ -227,7 +235,7 @@ impl Shell {
     /// Sends the queued UDP replies.
     fn flush(&mut self) {
         if !self.out.is_empty() {
-            self.send_failures += self.out.flush(self.udp.as_raw_fd()) as u64;
+            self.send_failures += self.out.flush(self.udp) as u64;
         }
     }
 
@@ -314,7 +322,7 @@ async fn run(
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<(ClientRef, Vec<u8>)>(1024);
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<u64>();
     let mut shell = Shell {
-        udp,
+        udp: fd,
         out: SendBatch::new(BATCH),
         inflight: HashMap::new(),
         conns: HashMap::new(),
@@ -337,14 +345,18 @@ async fn run(
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
-            ready = shell.udp.readable() => {
-                ready?;
+            ready = udp.readable() => {
+                let mut guard = ready?;
                 // At most ROUNDS_PER_TURN batches, then everything else gets its turn (see `busy` below).
                 busy = true;
                 for _ in 0..ROUNDS_PER_TURN {
-                    let n = match shell.udp.try_io(Interest::READABLE, || rb.recv(fd)) {
+                    let n = match rb.recv(fd) {
                         Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => { busy = false; break }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            guard.clear_ready();
+                            busy = false;
+                            break;
+                        }
                         Err(e) => { warn!("DNS receive failed: {e}"); busy = false; break }
                     };
                     let now = now_ms();
@@ -360,6 +372,10 @@ async fn run(
                     let wait = coalescer.after_batch(n, 0);
                     if wait.is_zero() {
                         if n < BATCH {
+                            // A partial batch emptied the socket: wait for the next datagram's edge instead of
+                            // asking again for nothing (the epoll registration is edge-triggered, and a datagram
+                            // that came after the receive raises a new event).
+                            guard.clear_ready();
                             busy = false;
                             break;
                         }
