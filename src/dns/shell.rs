@@ -360,11 +360,19 @@ async fn run(
                         Err(e) => { warn!("DNS receive failed: {e}"); busy = false; break }
                     };
                     let now = now_ms();
+                    // Below the batching rate each reply leaves as soon as it is made, as a server that answers
+                    // one query per system call would do: the first of a few queries that came together does not
+                    // wait for the others' (p50 at 20k/s: 0.069 -> 0.068 ms, level with dnsmasq and Unbound, for
+                    // ~1 us more CPU per answer). Above it, one `sendmmsg` per batch.
+                    let at_once = !coalescer.batching();
                     for i in 0..n {
                         let (query, from) = rb.get(i);
                         let client = ClientRef { addr: SocketAddr::V4(from), transport: Transport::Udp, conn: 0 };
                         if let Handled::Replied = dns.handle_query(query, client, now, &mut reply, &mut actions) {
                             shell.reply(client, &reply);
+                            if at_once {
+                                shell.flush();
+                            }
                         }
                     }
                     shell.dispatch(&mut actions);

@@ -33,6 +33,13 @@ impl Coalescer {
         Coalescer { policy, window_start: Instant::now(), window_count: 0, window_bytes: 0, rate: 0, avg_bytes: 0 }
     }
 
+    /// Whether the recent rate is in the batching range (then replies may wait for their batch's end too); below
+    /// it, each item is best finished at once.
+    pub fn batching(&self) -> bool {
+        let p = &self.policy;
+        self.rate >= p.above_per_sec && self.avg_bytes <= p.max_avg_bytes
+    }
+
     /// Counts `n` items of `bytes` in all just received; returns how long to wait before the next receive (zero:
     /// don't).
     pub fn after_batch(&mut self, n: usize, bytes: usize) -> Duration {
@@ -93,6 +100,7 @@ mod tests {
         c.window_start = start;
         assert_eq!(steady(&mut c, start, 10), Duration::ZERO); // 10k/s
         assert_eq!(c.rate, 10_000);
+        assert!(!c.batching());
     }
 
     #[test]
@@ -102,6 +110,7 @@ mod tests {
         c.window_start = start;
         // 320k/s: half a batch (32) arrives in 100 us.
         assert_eq!(steady(&mut c, start, 320), Duration::from_micros(100));
+        assert!(c.batching());
         let mut c = Coalescer::new(POLICY);
         c.window_start = start;
         // 50k/s: half a batch takes 640 us; capped.
@@ -117,6 +126,7 @@ mod tests {
         c.window_start = start;
         // 100k/s of 9,000-byte packets on average (GSO data beside small ACKs).
         assert_eq!(steady_sized(&mut c, start, 100, 9000), Duration::ZERO);
+        assert!(!c.batching());
         assert_eq!(steady_sized(&mut c, start + Duration::from_millis(30), 100, 1000), Duration::from_micros(150));
     }
 }
