@@ -24,8 +24,9 @@ use tracing::{info, warn};
 /// 200 us (the time half a batch takes to arrive, at most) after a partial batch instead of sleeping on the socket,
 /// so that one wake-up, one `recvmmsg` and one verdict `sendmsg` serve many packets. 64-byte UDP through one queue
 /// (bench/nat.sh): no waiting 0.190 Mpps; waits of up to 100 us 0.206-0.226; up to 200 us 0.236-0.247 (at ~240k/s
-/// half a batch takes ~130 us, so the cap no longer cuts the wait short); up to 300/400 us no better. Big packets (average above 1,500 bytes: TCP with GSO)
-/// never wait: their cost is the copies, and a wait only slowed one TCP stream (15.1 -> 11.3 Gbit/s).
+/// half a batch takes ~130 us, so the cap no longer cuts the wait short); up to 300/400 us no better. Big packets
+/// (average above 1,500 bytes: TCP with GSO) never wait: their cost is the copies, and a wait only slowed one TCP
+/// stream (15.1 -> 11.3 Gbit/s).
 const COALESCE: CoalescePolicy = CoalescePolicy {
     batch: nfqueue::BATCH,
     above_per_sec: 40_000,

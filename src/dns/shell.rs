@@ -197,7 +197,8 @@ pub async fn serve(
 struct Shell {
     /// The client socket's descriptor, for sending (its `AsyncFd`, for receiving, stays with the loop).
     udp: RawFd,
-    /// UDP replies wait here until the end of the loop turn: one `sendmmsg` (and GSO) for all of them.
+    /// UDP replies wait here until they are flushed: under load at the end of a batch, one `sendmmsg` (and GSO) for
+    /// all of them; below the batching rate after each reply.
     out: SendBatch,
     inflight: HashMap<QueryHandle, AbortHandle>,
     conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
