@@ -41,6 +41,61 @@ pub struct Context {
 /// connections (DNS upstream queries, say) can never be taken for a LAN host's.
 const ROUTER_PORTS: (u16, u16) = (61000, 65535);
 const NAT_PORTS: (u16, u16) = (1024, 60999);
+/// How often the WAN address is looked at (see `follow_wan_address`).
+const WAN_POLL: Duration = Duration::from_secs(2);
+
+/// Follows the WAN link's address: when it changes (the ISP's DHCP server hands out a new lease, a PPP link comes
+/// back with another), the rules that name it are replaced in one transaction and the NAT moves its mappings and
+/// forwards to the new address. While the link has no address at all nothing changes (nothing can leave anyway).
+/// Polled: a rtnetlink dump every 2 s costs nothing, and the whole change is over within one poll.
+async fn follow_wan_address(
+    wan_index: u32,
+    wan_name: String,
+    mut rules: crate::net::firewall::Rules,
+    nat: std::sync::mpsc::Sender<crate::datapath::Request>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let nl = Netlink::connect()?;
+    let mut told_missing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(WAN_POLL) => {}
+        }
+        let Ok(addrs) = nl.addrs().await else { continue };
+        let now: Vec<std::net::Ipv4Addr> =
+            addrs.iter().filter(|a| a.index == wan_index).map(|a| a.net.addr()).collect();
+        if now.contains(&rules.wan_ip) {
+            told_missing = false;
+            continue;
+        }
+        let Some(&new) = now.first() else {
+            if !told_missing {
+                warn!(wan = %wan_name, address = %rules.wan_ip, "the WAN interface lost its address; waiting for one");
+                told_missing = true;
+            }
+            continue;
+        };
+        let old = rules.wan_ip;
+        rules.wan_ip = new;
+        let reload = rules.clone();
+        match tokio::task::spawn_blocking(move || crate::net::firewall::reload(&reload)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!("cannot move the firewall rules to the new WAN address: {e:#}"),
+            Err(e) => warn!("cannot move the firewall rules to the new WAN address: {e}"),
+        }
+        let (done, applied) = tokio::sync::oneshot::channel();
+        if nat.send(crate::datapath::Request::SetWanIp(new, done)).is_err() {
+            return Ok(()); // the packet loop has ended; its own task reports why
+        }
+        // The packet loop takes requests between batches, or after its 200 ms receive timeout when idle.
+        if tokio::time::timeout(Duration::from_secs(2), applied).await.is_err() {
+            warn!("the NAT did not confirm the new WAN address within 2 s");
+        }
+        info!(wan = %wan_name, %old, %new, "the WAN address changed: the NAT and the firewall use the new one");
+        told_missing = false;
+    }
+}
 
 /// Sets up the userspace NAT (sysctls, firewall rules) and starts its packet loop on a thread of its own.
 async fn start_nat(
@@ -84,6 +139,7 @@ async fn start_nat(
     // A power of two: the rules pick a flow's queue from bits of its port.
     let queues = rules.queues();
     lan.install_firewall(&rules)?;
+    let follow_rules = rules.clone();
     let mut nat_cfg = crate::nat::NatConfig::new(wan_ip, lan.plan.subnet, lan.plan.router);
     nat_cfg.port_range = NAT_PORTS;
     nat_cfg.forwards = config.port_forwards.clone();
@@ -97,6 +153,7 @@ async fn start_nat(
         let _ = done_tx.send(datapath.run(nat, thread_stop, req_rx));
     })?;
     info!(wan = %wan.name, address = %wan_ip, forwards = config.port_forwards.len(), queues, "NAT on");
+    tasks.spawn(follow_wan_address(wan.index, wan.name.clone(), follow_rules, req_tx.clone(), shutdown.clone()));
     tasks.spawn(async move {
         tokio::select! {
             _ = shutdown.cancelled() => {

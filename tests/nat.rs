@@ -199,6 +199,49 @@ fn port_forwarding_lets_a_wan_host_reach_a_lan_server() {
 }
 
 #[test]
+fn the_nat_follows_a_new_wan_address() {
+    let lab = lab(1);
+    let mut gw = start(&lab, &[("PORT_FORWARDING", "10.0.0.11:8080")], "gw.log");
+    let echo = Echo::start(&lab, "203.0.113.1");
+    let ns = client(&lab, 1);
+    assert_eq!(udp_echo(&lab, &ns, 0).as_deref(), Some("ping"));
+    // The ISP hands out another address (removing the old one also removes the default route through it).
+    let g = lab.gw();
+    lab.run(&g, &["ip", "addr", "del", "203.0.113.2/24", "dev", "gwwan"]).unwrap();
+    lab.run(&g, &["ip", "addr", "add", "203.0.113.9/24", "dev", "gwwan"]).unwrap();
+    lab.run(&g, &["ip", "route", "replace", "default", "via", "203.0.113.1"]).unwrap();
+    gw.wait_for_log("the WAN address changed", Duration::from_secs(10)).unwrap();
+    // The firewall names the new address and no longer the old one.
+    let rules = lab.run(&g, &["iptables-save"]).unwrap();
+    assert!(rules.contains("203.0.113.9/32") && !rules.contains("203.0.113.2/32"), "{rules}");
+    // Connections leave from the new address, replies come back, the forward answers on it.
+    assert_eq!(udp_echo(&lab, &ns, 0).as_deref(), Some("ping"));
+    assert_eq!(tcp_echo(&lab, &ns, 0), "hello");
+    let peers = echo.peers();
+    assert_eq!(peers.first().map(|p| p.ip().to_string()).as_deref(), Some("203.0.113.2"), "{peers:?}");
+    assert!(peers[1..].iter().all(|p| p.ip().to_string() == "203.0.113.9"), "after the change: {peers:?}");
+    let server = spawn_in(&ns, || {
+        let l = TcpListener::bind(("10.0.0.11", 8080)).unwrap();
+        let (mut c, peer) = l.accept().unwrap();
+        c.write_all(b"served").unwrap();
+        peer
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let got = lab
+        .in_netns(&lab.wan(), || {
+            let to = SocketAddr::from(([203, 0, 113, 9], 8080));
+            let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut s = String::new();
+            c.read_to_string(&mut s).unwrap();
+            s
+        })
+        .unwrap();
+    assert_eq!(got, "served");
+    assert_eq!(server.join().unwrap().ip().to_string(), "203.0.113.1");
+}
+
+#[test]
 fn icmp_errors_come_back_to_the_lan_host() {
     let lab = lab(1);
     let _gw = start(&lab, &[], "gw.log");

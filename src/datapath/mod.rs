@@ -34,9 +34,12 @@ const COALESCE: CoalescePolicy = CoalescePolicy {
     max_avg_bytes: 1500,
 };
 
-/// What the web UI can ask the packet loop.
+/// What the rest of the program can ask the packet loop.
 pub enum Request {
+    /// The web UI's view of the NAT.
     Snapshot(tokio::sync::oneshot::Sender<NatView>),
+    /// The WAN link's address changed (see `app::follow_wan_address`); answered once the NAT uses it.
+    SetWanIp(std::net::Ipv4Addr, tokio::sync::oneshot::Sender<()>),
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -216,6 +219,10 @@ fn run_queue(mut q: Queue, shared: &Shared, requests: Option<&mpsc::Receiver<Req
                         queue_malformed: shared.malformed.load(Ordering::Relaxed),
                         verdict_send_errors: shared.send_errors.load(Ordering::Relaxed),
                     });
+                }
+                Request::SetWanIp(ip, done) => {
+                    shared.nat().set_wan_ip(ip);
+                    let _ = done.send(());
                 }
             }
         }

@@ -316,6 +316,15 @@ impl Nat {
         self.refresh_counts();
     }
 
+    /// The WAN link got a new address (a DHCP lease on the WAN changed, say). Mappings and port forwards keep their
+    /// ports and go on under the new address: a LAN host's next packet leaves from it, and replies to it are
+    /// translated back; the remote ends of connections made under the old address see a new one (TCP breaks, as on
+    /// any router; UDP flows carry on). Packets to the old address are no longer ours.
+    pub fn set_wan_ip(&mut self, ip: std::net::Ipv4Addr) {
+        self.wan = u32::from(ip);
+        self.cfg.wan_ip = ip;
+    }
+
     /// Drops expired connections (and the mappings left without one). Call about once a second. Returns how many
     /// connections and mappings were removed.
     pub fn expire(&mut self, now_ms: u64) -> usize {

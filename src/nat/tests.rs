@@ -194,6 +194,39 @@ fn endpoint_independent_mapping_preserves_port() {
 }
 
 #[test]
+fn a_new_wan_address_carries_mappings_and_forwards_over() {
+    let new_wan = Ipv4Addr::new(203, 0, 113, 77);
+    let mut c = cfg();
+    c.forwards = vec![PortForward {
+        external_port: 8080,
+        internal: SocketAddrV4::new(B, 80),
+        protocols: Protocols::Tcp,
+    }];
+    let mut n = Nat::new(c, 42);
+    let (_, e) = out(&mut n, udp(A, 5000, R1, 53), 0);
+    n.set_wan_ip(new_wan);
+    assert_eq!(n.config().wan_ip, new_wan);
+    // The same flow leaves from the new address, same port.
+    let mut p = udp(A, 5000, R1, 53);
+    assert_eq!(go(&mut n, &mut p, OUT, 1), Verdict::Translated);
+    assert_eq!((src(&p), sport(&p)), (new_wan, e));
+    // Replies to the new address come in; to the old one they are no longer ours.
+    let mut p = udp(R1, 53, new_wan, e);
+    assert_eq!(go(&mut n, &mut p, IN, 2), Verdict::Translated);
+    assert_eq!((dst(&p), dport(&p)), (A, 5000));
+    let mut p = udp(R1, 53, WAN, e);
+    assert_eq!(go(&mut n, &mut p, IN, 2), Verdict::Local);
+    // The forward answers on the new address.
+    let mut p = tcp(R2, 40000, new_wan, 8080, TCP_SYN);
+    assert_eq!(go(&mut n, &mut p, IN, 3), Verdict::Translated);
+    assert_eq!((dst(&p), dport(&p)), (B, 80));
+    // Hairpinning goes by the new address too.
+    let mut p = udp(B, 6000, new_wan, e);
+    assert_eq!(go(&mut n, &mut p, OUT, 4), Verdict::Translated);
+    assert_eq!((src(&p), dst(&p), dport(&p)), (new_wan, A, 5000));
+}
+
+#[test]
 fn endpoint_independent_filtering() {
     let mut n = nat();
     // Before any mapping: not ours (the router's own traffic shares the address).

@@ -147,6 +147,17 @@ impl Rules {
     /// the built-in chains branch by interface straight into ours, and the common case (LAN -> internet) meets 9
     /// or 10 rules over the three tables, jumps included (it met about 20), the LAN talking to the router 7.
     pub fn script(&self) -> String {
+        self.script_with(true)
+    }
+
+    /// Our chains' contents alone, without the built-in chains' jumps: with `--noflush`, iptables-restore empties
+    /// each chain it declares and fills it again in the same transaction, so a reload (a new WAN address) never
+    /// leaves a moment without rules.
+    pub fn chains_script(&self) -> String {
+        self.script_with(false)
+    }
+
+    fn script_with(&self, jumps: bool) -> String {
         let (lan, wan, net, wip) = (&self.lan_if, &self.wan_if, self.lan_subnet, self.wan_ip);
         let rip = self.router_lan_ip;
         let m = format!("-m mark --mark {MARK:#x}/{MARK:#x}");
@@ -155,11 +166,12 @@ impl Rules {
             chains.map(|(_, c)| format!(":{c} - [0:0]\n")).collect::<String>()
         };
         let mut s = String::new();
+        let jump = |line: String| if jumps { line } else { String::new() };
         s += &format!("*raw\n{}", declare("raw"));
-        s += &format!("-I PREROUTING 1 -i {lan} -j GK-LAN\n-I PREROUTING 2 -i {wan} -j GK-WAN\n");
+        s += &jump(format!("-I PREROUTING 1 -i {lan} -j GK-LAN\n-I PREROUTING 2 -i {wan} -j GK-WAN\n"));
         // Untracked and done with the raw table: the LAN talking to the router's own services (DNS, DHCP, web),
         // and the packets we translated, which come back round with our mark (NF_REPEAT).
-        s += &format!("-I OUTPUT 1 -o {lan} -s {rip}/32 -j GK-UNTRACKED\n");
+        s += &jump(format!("-I OUTPUT 1 -o {lan} -s {rip}/32 -j GK-UNTRACKED\n"));
         s += "-A GK-UNTRACKED -j CT --notrack\n-A GK-UNTRACKED -j ACCEPT\n";
         // Most of a router's traffic is LAN -> internet: its rules come first (the WAN address before "not the
         // LAN", as it is not in the LAN), and it leaves the raw table there, untracked (queued after routing).
@@ -172,10 +184,12 @@ impl Rules {
         s += &self.router_port_rules();
         s += &self.queue_rules("GK-WAN", "", PortKey::Destination);
         s += "COMMIT\n";
-        s += &format!("*mangle\n{}-I POSTROUTING 1 -o {wan} -j GK-POST\n", declare("mangle"));
+        s += &format!("*mangle\n{}", declare("mangle"));
+        s += &jump(format!("-I POSTROUTING 1 -o {wan} -j GK-POST\n"));
         s += &self.queue_rules("GK-POST", &format!("-s {net}"), PortKey::Source);
         s += "COMMIT\n";
-        s += &format!("*filter\n{}-I INPUT 1 -i {wan} -j GK-IN\n-I FORWARD 1 -j GK-FWD\n", declare("filter"));
+        s += &format!("*filter\n{}", declare("filter"));
+        s += &jump(format!("-I INPUT 1 -i {wan} -j GK-IN\n-I FORWARD 1 -j GK-FWD\n"));
         s += "-A GK-IN -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n";
         s += "-A GK-IN -j DROP\n";
         s += &format!("-A GK-FWD -i {lan} -o {wan} -s {net} -j ACCEPT\n");
@@ -197,13 +211,22 @@ fn iptables(args: &[&str]) -> Result<std::process::Output> {
 /// Installs the rules (after removing any of ours left behind).
 pub fn install(rules: &Rules) -> Result<()> {
     remove();
+    restore(&rules.script())
+}
+
+/// Replaces the contents of our chains (installed before) in one transaction per table, the jumps untouched.
+pub fn reload(rules: &Rules) -> Result<()> {
+    restore(&rules.chains_script())
+}
+
+fn restore(script: &str) -> Result<()> {
     let mut child = Command::new("iptables-restore")
         .arg("--noflush")
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot run iptables-restore (install the iptables package)")?;
-    child.stdin.take().context("stdin")?.write_all(rules.script().as_bytes())?;
+    child.stdin.take().context("stdin")?.write_all(script.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!("iptables-restore refused our rules: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -324,5 +347,15 @@ mod tests {
         for (asked, used) in [(1, 1), (2, 2), (3, 2), (4, 4), (7, 4), (8, 8)] {
             assert_eq!(Rules { queue_count: asked, ..r.clone() }.queues(), used);
         }
+
+        // A reload (new WAN address): the same chains with the new address, no jump from a built-in chain (they
+        // stay as installed), and every chain declared so that iptables-restore empties it first.
+        let moved = Rules { wan_ip: "198.51.100.7".parse().unwrap(), ..r.clone() };
+        let reload = moved.chains_script();
+        assert!(reload.contains("-A GK-LAN -d 198.51.100.7/32 -j GK-HAIRPIN\n"), "{reload}");
+        assert!(!reload.contains("203.0.113.2"), "{reload}");
+        assert!(!reload.contains("-I "), "{reload}");
+        let body = |script: &str| script.lines().filter(|l| !l.starts_with("-I ")).collect::<Vec<_>>().join("\n");
+        assert_eq!(body(&reload), body(&moved.script()));
     }
 }
