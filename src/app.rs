@@ -33,8 +33,8 @@ pub struct Context {
     pub dhcp: tokio::sync::mpsc::Sender<crate::dhcp::shell::ViewRequest>,
     /// Asks the DNS server for its per-device query logs and counters (the web UI).
     pub dns: tokio::sync::mpsc::Sender<crate::dns::shell::ViewRequest>,
-    /// Asks the NAT packet loop for its tables (the web UI); `None` without a WAN.
-    pub nat: Option<std::sync::mpsc::Sender<crate::datapath::Request>>,
+    /// Asks the NAT packet loop for its tables (the web UI); empty without a WAN, and until the WAN has an address.
+    pub nat: std::sync::Arc<std::sync::OnceLock<std::sync::mpsc::Sender<crate::datapath::Request>>>,
 }
 
 /// The router's own sockets use these ports; the NAT never maps onto them, so replies to the router's own
@@ -97,6 +97,11 @@ async fn follow_wan_address(
     }
 }
 
+/// The WAN link's first IPv4 address, if it has one.
+async fn wan_address(nl: &Netlink, index: u32) -> Result<Option<std::net::Ipv4Addr>> {
+    Ok(nl.addrs().await?.into_iter().find(|a| a.index == index).map(|a| a.net.addr()))
+}
+
 /// Sets up the userspace NAT (sysctls, firewall rules) and starts its packet loop on a thread of its own.
 async fn start_nat(
     nl: &Netlink,
@@ -106,8 +111,8 @@ async fn start_nat(
     shutdown: CancellationToken,
 ) -> Result<Option<std::sync::mpsc::Sender<crate::datapath::Request>>> {
     let Some(wan) = lan.plan.wan.clone() else { return Ok(None) };
-    let Some(wan_ip) = nl.addrs().await?.into_iter().find(|a| a.index == wan.index).map(|a| a.net.addr()) else {
-        warn!(wan = %wan.name, "the WAN interface has no IPv4 address: no NAT, the LAN stays offline");
+    let Some(wan_ip) = wan_address(nl, wan.index).await? else {
+        warn!(wan = %wan.name, "the WAN interface has no IPv4 address yet: no NAT and no forwarding until it has one");
         return Ok(None);
     };
     let lan_if = lan.plan.lan_interface().to_owned();
@@ -200,12 +205,23 @@ pub async fn run(config: Config) -> Result<()> {
             return Err(e);
         }
     };
-    lan.enable_forwarding()?;
+    // Forwarding only once the NAT's rules are in place. A WAN without an address yet (its DHCP client still at
+    // work when we start, say) gets the NAT when one comes (the loop below); until then nothing is forwarded, so
+    // no LAN address can leave untranslated.
+    let mut nat_pending = lan.plan.wan.is_some() && nat.is_none();
+    if !nat_pending && let Err(e) = lan.enable_forwarding() {
+        lan.teardown(&nl).await?;
+        return Err(e);
+    }
     info!(lan = %lan.plan.lan_interface(), address = %lan.plan.router_net(), "LAN ready");
+    let nat_cell = std::sync::Arc::new(std::sync::OnceLock::new());
+    if let Some(tx) = nat {
+        let _ = nat_cell.set(tx);
+    }
 
     let (dhcp, dhcp_queries) = tokio::sync::mpsc::channel(16);
     let (dns, dns_queries) = tokio::sync::mpsc::channel(16);
-    let ctx = Context { shutdown, config, lan: lan.plan.clone(), dhcp, dns, nat };
+    let ctx = Context { shutdown, config, lan: lan.plan.clone(), dhcp, dns, nat: nat_cell };
     // Subsystems (DHCP, DNS, web; NAT above) run as tasks, each stopping when `ctx.shutdown` is cancelled.
     let (lease_events, dns_leases) = tokio::sync::broadcast::channel(1024);
     tasks.spawn(crate::dhcp::shell::serve(ctx.clone(), lease_events.clone(), dhcp_queries));
@@ -214,14 +230,37 @@ pub async fn run(config: Config) -> Result<()> {
 
     // A subsystem that fails ends the program (after teardown) with its error, so a supervisor restarts it.
     let mut failure = None;
-    let reason = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
-        Some(done) = tasks.join_next() => match done {
-            Ok(Ok(())) => "a subsystem stopped",
-            Ok(Err(e)) => { failure = Some(e); "a subsystem failed" }
-            Err(e) => { failure = Some(anyhow::anyhow!("a subsystem panicked: {e}")); "a subsystem panicked" }
-        },
+    let reason = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            Some(done) = tasks.join_next() => break match done {
+                Ok(Ok(())) => "a subsystem stopped",
+                Ok(Err(e)) => { failure = Some(e); "a subsystem failed" }
+                Err(e) => { failure = Some(anyhow::anyhow!("a subsystem panicked: {e}")); "a subsystem panicked" }
+            },
+            _ = tokio::time::sleep(WAN_POLL), if nat_pending => {
+                let index = lan.plan.wan.as_ref().map_or(0, |w| w.index);
+                if !matches!(wan_address(&nl, index).await, Ok(Some(_))) {
+                    continue;
+                }
+                let started = start_nat(&nl, &mut lan, &ctx.config, &mut tasks, ctx.shutdown.clone()).await;
+                // Forwarding goes on only after the NAT's rules (never when start_nat found no address after all).
+                let on = match started {
+                    Ok(Some(tx)) => lan.enable_forwarding().map(|()| Some(tx)),
+                    other => other,
+                };
+                match on {
+                    Ok(Some(tx)) => {
+                        let _ = ctx.nat.set(tx);
+                        nat_pending = false;
+                        info!("the WAN interface has an address now: NAT and forwarding on");
+                    }
+                    Ok(None) => {}
+                    Err(e) => { failure = Some(e); break "the NAT could not start" }
+                }
+            }
+        }
     };
     info!("{reason}: shutting down");
     ctx.shutdown.cancel();

@@ -242,6 +242,36 @@ fn the_nat_follows_a_new_wan_address() {
 }
 
 #[test]
+fn a_wan_without_an_address_forwards_nothing_until_it_gets_one() {
+    let lab = lab(1);
+    let g = lab.gw();
+    // The WAN's DHCP client has not got its lease yet when the gateway starts.
+    lab.run(&g, &["ip", "addr", "del", "203.0.113.2/24", "dev", "gwwan"]).unwrap();
+    let state = state_dir(&lab, "state");
+    let mut c = lab.cmd(&g, binary());
+    c.args(["run", "--netns", &g, "--wan", "gwwan", "--nat-queues", "2", "--state-dir", state.to_str().unwrap()])
+        .env("GATEKEEPER_LOG", "debug");
+    let mut gw = Proc::spawn(c, &lab.dir().join("gw.log")).unwrap();
+    gw.wait_for_log("LAN ready", Duration::from_secs(20)).unwrap();
+    let forwarding = || lab.run(&g, &["cat", "/proc/sys/net/ipv4/ip_forward"]).unwrap().trim().to_owned();
+    assert_eq!(forwarding(), "0", "no NAT yet, so no forwarding");
+    assert!(gw.log().contains("no IPv4 address yet"), "{}", gw.log());
+    let echo = Echo::start(&lab, "203.0.113.1");
+    let ns = client(&lab, 1);
+    // The lease comes: the NAT starts, then forwarding.
+    lab.run(&g, &["ip", "addr", "add", "203.0.113.2/24", "dev", "gwwan"]).unwrap();
+    lab.run(&g, &["ip", "route", "replace", "default", "via", "203.0.113.1"]).unwrap();
+    gw.wait_for_log("NAT and forwarding on", Duration::from_secs(10)).unwrap();
+    assert_eq!(forwarding(), "1");
+    assert_eq!(udp_echo(&lab, &ns, 0).as_deref(), Some("ping"));
+    assert_eq!(tcp_echo(&lab, &ns, 0), "hello");
+    let peers = echo.peers();
+    assert!(peers.iter().all(|p| p.ip().to_string() == "203.0.113.2"), "{peers:?}");
+    let nat = lab.run(&ns, &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/nat"]).unwrap();
+    assert!(nat.contains("\"queues\":2"), "the web UI sees the NAT started late: {nat}");
+}
+
+#[test]
 fn icmp_errors_come_back_to_the_lan_host() {
     let lab = lab(1);
     let _gw = start(&lab, &[], "gw.log");

@@ -99,7 +99,7 @@ async fn api_dhcp(State(ctx): State<Context>) -> impl IntoResponse {
 
 /// The NAT's mappings, connections and counters (what every WAN port is used for).
 async fn api_nat(State(ctx): State<Context>) -> impl IntoResponse {
-    let Some(nat) = &ctx.nat else { return Json(crate::datapath::NatView::default()) };
+    let Some(nat) = ctx.nat.get() else { return Json(crate::datapath::NatView::default()) };
     let (tx, rx) = tokio::sync::oneshot::channel();
     if nat.send(crate::datapath::Request::Snapshot(tx)).is_err() {
         return Json(Default::default());
