@@ -49,22 +49,20 @@ const WAN_POLL: Duration = Duration::from_secs(2);
 /// forwards to the new address. While the link has no address at all nothing changes (nothing can leave anyway).
 /// Polled: a rtnetlink dump every 2 s costs nothing, and the whole change is over within one poll.
 async fn follow_wan_address(
+    nl: Netlink,
     wan_index: u32,
     wan_name: String,
     mut rules: crate::net::firewall::Rules,
     nat: std::sync::mpsc::Sender<crate::datapath::Request>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let nl = Netlink::connect()?;
     let mut told_missing = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(WAN_POLL) => {}
         }
-        let Ok(addrs) = nl.addrs().await else { continue };
-        let now: Vec<std::net::Ipv4Addr> =
-            addrs.iter().filter(|a| a.index == wan_index).map(|a| a.net.addr()).collect();
+        let Ok(now) = wan_addresses(&nl, wan_index).await else { continue };
         if now.contains(&rules.wan_ip) {
             told_missing = false;
             continue;
@@ -97,12 +95,13 @@ async fn follow_wan_address(
     }
 }
 
-/// The WAN link's first IPv4 address, if it has one.
-async fn wan_address(nl: &Netlink, index: u32) -> Result<Option<std::net::Ipv4Addr>> {
-    Ok(nl.addrs().await?.into_iter().find(|a| a.index == index).map(|a| a.net.addr()))
+/// The WAN link's IPv4 addresses (usually one, or none yet).
+async fn wan_addresses(nl: &Netlink, index: u32) -> Result<Vec<std::net::Ipv4Addr>> {
+    Ok(nl.addrs().await?.into_iter().filter(|a| a.index == index).map(|a| a.net.addr()).collect())
 }
 
 /// Sets up the userspace NAT (sysctls, firewall rules) and starts its packet loop on a thread of its own.
+/// `Ok(None)` without a WAN, or while the WAN link has no address.
 async fn start_nat(
     nl: &Netlink,
     lan: &mut LanSetup,
@@ -111,10 +110,7 @@ async fn start_nat(
     shutdown: CancellationToken,
 ) -> Result<Option<std::sync::mpsc::Sender<crate::datapath::Request>>> {
     let Some(wan) = lan.plan.wan.clone() else { return Ok(None) };
-    let Some(wan_ip) = wan_address(nl, wan.index).await? else {
-        warn!(wan = %wan.name, "the WAN interface has no IPv4 address yet: no NAT and no forwarding until it has one");
-        return Ok(None);
-    };
+    let Some(&wan_ip) = wan_addresses(nl, wan.index).await?.first() else { return Ok(None) };
     let lan_if = lan.plan.lan_interface().to_owned();
     // Hairpinned packets come back into the LAN with the WAN address as their source.
     lan.set_sysctl(&format!("net/ipv4/conf/{lan_if}/accept_local"), "1")?;
@@ -158,7 +154,14 @@ async fn start_nat(
         let _ = done_tx.send(datapath.run(nat, thread_stop, req_rx));
     })?;
     info!(wan = %wan.name, address = %wan_ip, forwards = config.port_forwards.len(), queues, "NAT on");
-    tasks.spawn(follow_wan_address(wan.index, wan.name.clone(), follow_rules, req_tx.clone(), shutdown.clone()));
+    tasks.spawn(follow_wan_address(
+        nl.clone(),
+        wan.index,
+        wan.name.clone(),
+        follow_rules,
+        req_tx.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(async move {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -209,6 +212,9 @@ pub async fn run(config: Config) -> Result<()> {
     // work when we start, say) gets the NAT when one comes (the loop below); until then nothing is forwarded, so
     // no LAN address can leave untranslated.
     let mut nat_pending = lan.plan.wan.is_some() && nat.is_none();
+    if nat_pending {
+        warn!("the WAN interface has no IPv4 address yet: no NAT and no forwarding until it has one");
+    }
     if !nat_pending && let Err(e) = lan.enable_forwarding() {
         lan.teardown(&nl).await?;
         return Err(e);
@@ -240,12 +246,8 @@ pub async fn run(config: Config) -> Result<()> {
                 Err(e) => { failure = Some(anyhow::anyhow!("a subsystem panicked: {e}")); "a subsystem panicked" }
             },
             _ = tokio::time::sleep(WAN_POLL), if nat_pending => {
-                let index = lan.plan.wan.as_ref().map_or(0, |w| w.index);
-                if !matches!(wan_address(&nl, index).await, Ok(Some(_))) {
-                    continue;
-                }
                 let started = start_nat(&nl, &mut lan, &ctx.config, &mut tasks, ctx.shutdown.clone()).await;
-                // Forwarding goes on only after the NAT's rules (never when start_nat found no address after all).
+                // Forwarding goes on only after the NAT's rules, so never while there is still no address.
                 let on = match started {
                     Ok(Some(tx)) => lan.enable_forwarding().map(|()| Some(tx)),
                     other => other,

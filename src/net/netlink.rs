@@ -59,6 +59,8 @@ impl Snapshot {
     }
 }
 
+/// A handle on the rtnetlink connection; clones share it.
+#[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
 }
