@@ -11,18 +11,46 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn start(lab: &Lab, env: &[(&str, &str)], log: &str) -> Proc {
+/// Starts the gateway in `gw` (with `extra` arguments) and waits until its log says `ready`.
+fn spawn_gateway(lab: &Lab, extra: &[&str], env: &[(&str, &str)], log: &str, ready: &str) -> Proc {
     let state = state_dir(lab, "state");
     let mut c = lab.cmd(&lab.gw(), binary());
     c.args(["run", "--netns", &lab.gw(), "--state-dir", state.to_str().unwrap()]).env("GATEKEEPER_LOG", "debug");
     // Several queues whatever the machine: a reply can arrive on another queue than its request.
-    c.args(["--nat-queues", "2"]);
+    c.args(["--nat-queues", "2"]).args(extra);
     for (k, v) in env {
         c.env(k, v);
     }
     let mut gw = Proc::spawn(c, &lab.dir().join(log)).unwrap();
-    gw.wait_for_log("NAT packet path ready", Duration::from_secs(20)).unwrap();
+    gw.wait_for_log(ready, Duration::from_secs(20)).unwrap();
     gw
+}
+
+fn start(lab: &Lab, env: &[(&str, &str)], log: &str) -> Proc {
+    spawn_gateway(lab, &[], env, log, "NAT packet path ready")
+}
+
+/// Serves one TCP connection on the LAN host in `ns` at 10.0.0.11:`internal`, connects to it from `wan` through
+/// the forward at `wan_ip`:`external`; returns what the WAN side read and the peer the LAN server saw.
+fn through_forward(lab: &Lab, ns: &str, wan_ip: [u8; 4], external: u16, internal: u16) -> (String, SocketAddr) {
+    let server = spawn_in(ns, move || {
+        let l = TcpListener::bind(("10.0.0.11", internal)).unwrap();
+        let (mut c, peer) = l.accept().unwrap();
+        c.write_all(b"served").unwrap();
+        peer
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let got = lab
+        .in_netns(&lab.wan(), move || {
+            let to = SocketAddr::from((wan_ip, external));
+            let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut s = String::new();
+            c.read_to_string(&mut s).unwrap();
+            s
+        })
+        .unwrap();
+    (got, server.join().unwrap())
 }
 
 /// LAN client `i` at 10.0.0.(10+i) with the gateway as default route.
@@ -165,25 +193,9 @@ fn port_forwarding_lets_a_wan_host_reach_a_lan_server() {
     let _gw = start(&lab, &[("PORT_FORWARDING", "10.0.0.11:8080 62000=10.0.0.11:8082/tcp")], "gw.log");
     let ns = client(&lab, 1);
     for (external, internal) in [(8080, 8080), (62000, 8082)] {
-        let server = spawn_in(&ns, move || {
-            let l = TcpListener::bind(("10.0.0.11", internal)).unwrap();
-            let (mut c, peer) = l.accept().unwrap();
-            c.write_all(b"served").unwrap();
-            peer
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        let got = lab
-            .in_netns(&lab.wan(), move || {
-                let to = std::net::SocketAddr::from(([203, 0, 113, 2], external));
-                let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
-                c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-                let mut s = String::new();
-                c.read_to_string(&mut s).unwrap();
-                s
-            })
-            .unwrap();
+        let (got, peer) = through_forward(&lab, &ns, [203, 0, 113, 2], external, internal);
         assert_eq!(got, "served", "through external port {external}");
-        assert_eq!(server.join().unwrap().ip().to_string(), "203.0.113.1", "the LAN server sees the real client");
+        assert_eq!(peer.ip().to_string(), "203.0.113.1", "the LAN server sees the real client");
     }
     // The router's own sockets keep off the forwarded port among theirs.
     let reserved = lab.run(&lab.gw(), &["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]).unwrap();
@@ -220,25 +232,9 @@ fn the_nat_follows_a_new_wan_address() {
     let peers = echo.peers();
     assert_eq!(peers.first().map(|p| p.ip().to_string()).as_deref(), Some("203.0.113.2"), "{peers:?}");
     assert!(peers[1..].iter().all(|p| p.ip().to_string() == "203.0.113.9"), "after the change: {peers:?}");
-    let server = spawn_in(&ns, || {
-        let l = TcpListener::bind(("10.0.0.11", 8080)).unwrap();
-        let (mut c, peer) = l.accept().unwrap();
-        c.write_all(b"served").unwrap();
-        peer
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    let got = lab
-        .in_netns(&lab.wan(), || {
-            let to = SocketAddr::from(([203, 0, 113, 9], 8080));
-            let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-            let mut s = String::new();
-            c.read_to_string(&mut s).unwrap();
-            s
-        })
-        .unwrap();
+    let (got, peer) = through_forward(&lab, &ns, [203, 0, 113, 9], 8080, 8080);
     assert_eq!(got, "served");
-    assert_eq!(server.join().unwrap().ip().to_string(), "203.0.113.1");
+    assert_eq!(peer.ip().to_string(), "203.0.113.1");
 }
 
 #[test]
@@ -247,12 +243,8 @@ fn a_wan_without_an_address_forwards_nothing_until_it_gets_one() {
     let g = lab.gw();
     // The WAN's DHCP client has not got its lease yet when the gateway starts.
     lab.run(&g, &["ip", "addr", "del", "203.0.113.2/24", "dev", "gwwan"]).unwrap();
-    let state = state_dir(&lab, "state");
-    let mut c = lab.cmd(&g, binary());
-    c.args(["run", "--netns", &g, "--wan", "gwwan", "--nat-queues", "2", "--state-dir", state.to_str().unwrap()])
-        .env("GATEKEEPER_LOG", "debug");
-    let mut gw = Proc::spawn(c, &lab.dir().join("gw.log")).unwrap();
-    gw.wait_for_log("LAN ready", Duration::from_secs(20)).unwrap();
+    // No default route any more either: the WAN is named.
+    let mut gw = spawn_gateway(&lab, &["--wan", "gwwan"], &[], "gw.log", "LAN ready");
     let forwarding = || lab.run(&g, &["cat", "/proc/sys/net/ipv4/ip_forward"]).unwrap().trim().to_owned();
     assert_eq!(forwarding(), "0", "no NAT yet, so no forwarding");
     assert!(gw.log().contains("no IPv4 address yet"), "{}", gw.log());
