@@ -51,7 +51,9 @@ const CACHE_SIZE: usize = 100_000;
 enum Server {
     Gatekeeper,
     Dnsmasq,
-    Unbound { threads: u32 },
+    Unbound {
+        threads: u32,
+    },
     /// Not a resolver: the least a UDP DNS server can do (`floor_responder`), to show the machine's own latency.
     Floor,
 }
@@ -412,9 +414,17 @@ fn dnsperf(
     if !lat.is_empty() && (lat.len() as u64).abs_diff(completed) > completed / 100 {
         eprintln!("  warning: {} per-query latencies for {completed} completed queries", lat.len());
     }
-    if std::env::var_os("BENCH_KEEP_OUTPUT").is_none() {
-        let _ = std::fs::remove_file(&out_path);
+    // `BENCH_KEEP_OUTPUT=DIR`: keep dnsperf's per-query output there (the lab's directory goes with the lab), one
+    // file per server, run and attempt, numbered in the order taken.
+    if let Some(keep) = std::env::var_os("BENCH_KEEP_OUTPUT") {
+        static TAKEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{n:03}-{}-{}-{attempt}.out", server.name(), run.name());
+        std::fs::create_dir_all(&keep)?;
+        std::fs::rename(&out_path, Path::new(&keep).join(&name))
+            .or_else(|_| std::fs::copy(&out_path, Path::new(&keep).join(&name)).map(drop))?;
     }
+    let _ = std::fs::remove_file(&out_path);
     Ok(Outcome {
         server,
         run,
@@ -630,4 +640,3 @@ fn print_table(results: &[Outcome], runs: &[Run], opts: &Opts) {
         }
     }
 }
-
