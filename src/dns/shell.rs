@@ -2,8 +2,11 @@
 //! arriving from the WAN reaches it), upstream queries from fresh sockets with random source ports (RFC 5452),
 //! and the sans-IO `Dns` core in between.
 //!
-//! It runs on a thread of its own with a single-threaded runtime: the core is owned by one loop, no locks. Client
-//! datagrams come in with one `recvmmsg` per batch and cached answers leave with one `sendmmsg`.
+//! Two threads share the core behind one mutex. Client UDP datagrams are served by a thread that does nothing else:
+//! it sleeps in `recvmmsg` on the socket itself, takes the lock for one batch, and sends the cached answers with one
+//! `sendmmsg` (no event loop between the socket and the answer: an `epoll_wait` and a runtime's turn less per
+//! wake-up). Everything else (upstream answers, TCP clients, lease events, the core's timers, the web UI's reads)
+//! runs on an event loop of its own thread, which takes the lock for each event.
 
 use super::resolvconf;
 use super::{Action, ClientRef, Device, Dns, DnsConfig, Handled, LogEntry, QueryHandle, Transport};
@@ -14,19 +17,21 @@ use crate::net::mmsg::{RecvBatch, SendBatch};
 use anyhow::{Context as _, Result, anyhow};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 const BATCH: usize = 64;
-/// Client batches handled per turn of the loop before anything else gets a turn.
-const ROUNDS_PER_TURN: usize = 8;
+/// How long the UDP thread sleeps in a receive before it looks whether the server is stopping (a stop also wakes
+/// it at once: `shutdown(SHUT_RD)` on the socket).
+const RECV_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Adaptive batching (`net::coalesce`): above 40k queries/s the loop waits up to 150 us after a partial batch, so
 /// that the next `recvmmsg` brings a fuller batch (more replies per GSO send). Below it every query is answered at once.
@@ -71,21 +76,16 @@ pub fn upstreams(ctx: &Context) -> Vec<SocketAddr> {
     resolvconf::system_upstreams(&files, &[IpAddr::V4(ctx.lan.router)])
 }
 
-/// The client socket, registered for readability only: tokio's `UdpSocket` also asks for writability, and then
-/// every reply sent (its buffer freed) makes an event that wakes the loop's `epoll_wait` once more for nothing
-/// (one extra system call per wake-up, seen with `perf` at 20k queries/s).
-fn bind_udp(ip: Ipv4Addr, ifname: &str) -> Result<AsyncFd<std::net::UdpSocket>> {
+/// The client socket: blocking, for the UDP thread's receive (sends never block: `MSG_DONTWAIT`).
+fn bind_udp(ip: Ipv4Addr, ifname: &str) -> Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.bind_device(Some(ifname.as_bytes()))?;
     s.set_recv_buffer_size(4 << 20)?;
     s.set_send_buffer_size(4 << 20)?;
-    s.set_nonblocking(true)?;
+    s.set_read_timeout(Some(RECV_TIMEOUT))?;
     s.bind(&SocketAddrV4::new(ip, 53).into()).with_context(|| format!("cannot listen on {ip}:53 (UDP)"))?;
-    let sock: std::net::UdpSocket = s.into();
-    // SAFETY: the socket owns its descriptor for as long as the AsyncFd owns the socket, and `as_raw_fd` always
-    // returns that one.
-    unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }.map_err(|e| anyhow!("{e}"))
+    Ok(s.into())
 }
 
 fn bind_tcp(ip: Ipv4Addr, ifname: &str) -> Result<TcpListener> {
@@ -195,8 +195,8 @@ pub async fn serve(
 }
 
 struct Shell {
-    /// The client socket's descriptor, for sending (its `AsyncFd`, for receiving, stays with the loop).
-    udp: RawFd,
+    /// The client socket (the UDP thread receives on it; replies leave from both threads, under the lock).
+    udp: Arc<std::net::UdpSocket>,
     /// UDP replies wait here until they are flushed: under load at the end of a batch, one `sendmmsg` (and GSO) for
     /// all of them; below the batching rate after each reply.
     out: SendBatch,
@@ -236,7 +236,7 @@ impl Shell {
     /// Sends the queued UDP replies.
     fn flush(&mut self) {
         if !self.out.is_empty() {
-            self.send_failures += self.out.flush(self.udp) as u64;
+            self.send_failures += self.out.flush(self.udp.as_raw_fd()) as u64;
         }
     }
 
@@ -272,15 +272,20 @@ fn apply_lease(dns: &mut Dns, e: &LeaseEvent) {
     }
 }
 
-/// Loads every current lease from the DHCP server into the local zone.
-async fn sync_leases(ctx: &Context, dns: &mut Dns) {
+/// Every current lease from the DHCP server, to load into the local zone.
+async fn current_leases(ctx: &Context) -> Vec<crate::dhcp::lease::Lease> {
     let (tx, rx) = oneshot::channel();
     if ctx.dhcp.send(tx).await.is_ok()
         && let Ok(view) = rx.await
     {
-        for l in &view.leases {
-            dns.set_host(l.hostname.as_deref(), l.ip, Some(l.mac));
-        }
+        return view.leases;
+    }
+    Vec::new()
+}
+
+fn load_leases(dns: &mut Dns, leases: &[crate::dhcp::lease::Lease]) {
+    for l in leases {
+        dns.set_host(l.hostname.as_deref(), l.ip, Some(l.mac));
     }
 }
 
@@ -289,6 +294,76 @@ fn view(dns: &Dns) -> DnsView {
         upstreams: dns.upstreams().to_vec(),
         stats: serde_json::to_value(dns.stats()).unwrap_or_default(),
         devices: dns.devices().into_iter().map(|d| DeviceQueries { queries: dns.query_log(&d), device: d }).collect(),
+    }
+}
+
+/// What both threads touch, behind one mutex: the core, the reply path, and the deadline the event loop's timer is
+/// armed for (the UDP thread tells the loop when a batch moved the core's next deadline).
+struct Shared {
+    dns: Dns,
+    shell: Shell,
+    armed_for: Option<u64>,
+}
+
+type Locked = Arc<Mutex<Shared>>;
+
+fn lock(shared: &Locked) -> std::sync::MutexGuard<'_, Shared> {
+    // A panic while the lock was held ends the server (the thread that panicked reports it); the state itself is
+    // still whole enough to shut down with.
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The UDP thread: sleeps in `recvmmsg` on the client socket, answers each batch under the lock, until `stop`.
+fn serve_udp(sock: Arc<std::net::UdpSocket>, shared: Locked, stop: CancellationToken, rearm: Arc<Notify>) {
+    tight_timer_slack();
+    let fd = sock.as_raw_fd();
+    let mut rb = RecvBatch::new(BATCH, 4096);
+    let mut coalescer = Coalescer::new(COALESCE);
+    let mut reply = Vec::with_capacity(4096);
+    let mut actions = Vec::new();
+    while !stop.is_cancelled() {
+        let n = match rb.recv_wait(fd) {
+            // The stop shuts the socket down for reading, which wakes the receive with an empty datagram.
+            _ if stop.is_cancelled() => break,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => continue,
+            Err(e) => {
+                warn!("DNS receive failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let now = now_ms();
+        // Below the batching rate each reply leaves as soon as it is made, as a server that answers one query per
+        // system call would do: the first of a few queries that came together does not wait for the others' (p50
+        // at 20k/s: 0.069 -> 0.068 ms, level with dnsmasq and Unbound, for ~1 us more CPU per answer). Above it,
+        // one `sendmmsg` per batch.
+        let at_once = !coalescer.batching();
+        {
+            let mut guard = lock(&shared);
+            let Shared { dns, shell, armed_for } = &mut *guard;
+            for i in 0..n {
+                let (query, from) = rb.get(i);
+                let client = ClientRef { addr: SocketAddr::V4(from), transport: Transport::Udp, conn: 0 };
+                if let Handled::Replied = dns.handle_query(query, client, now, &mut reply, &mut actions) {
+                    shell.reply(client, &reply);
+                    if at_once {
+                        shell.flush();
+                    }
+                }
+            }
+            shell.dispatch(&mut actions);
+            shell.flush();
+            // A cache miss set a new deadline (retry, SERVFAIL): the loop's timer must be armed for it.
+            if dns.next_timeout() != *armed_for {
+                rearm.notify_one();
+            }
+        }
+        let wait = coalescer.after_batch(n, 0);
+        if !wait.is_zero() {
+            // Under heavy load only (see COALESCE): a short nap, then the next receive brings a fuller batch.
+            std::thread::sleep(wait);
+        }
     }
 }
 
@@ -311,19 +386,17 @@ async fn run(
     for s in &ctx.config.dhcp.static_leases {
         dns.set_host(s.hostname.as_deref(), s.ip, Some(s.mac));
     }
-    sync_leases(&ctx, &mut dns).await;
+    load_leases(&mut dns, &current_leases(&ctx).await);
 
-    let udp = bind_udp(router, &ifname)?;
+    let udp = Arc::new(bind_udp(router, &ifname)?);
     let tcp = bind_tcp(router, &ifname)?;
-    let fd = udp.as_raw_fd();
     let upstream_list: Vec<String> = ups.iter().map(|u| u.to_string()).collect();
-    info!(address = %router, upstreams = %upstream_list.join(","), "DNS server ready");
 
     let (responses, mut response_rx) = mpsc::unbounded_channel();
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<(ClientRef, Vec<u8>)>(1024);
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<u64>();
-    let mut shell = Shell {
-        udp: fd,
+    let shell = Shell {
+        udp: udp.clone(),
         out: SendBatch::new(BATCH),
         inflight: HashMap::new(),
         conns: HashMap::new(),
@@ -331,72 +404,37 @@ async fn run(
         send_failures: 0,
         upstream_rt,
     };
+    let shared: Locked = Arc::new(Mutex::new(Shared { dns, shell, armed_for: None }));
+    let rearm = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    // Dropped by the UDP thread when it ends, also by a panic: the loop then stops the server with an error.
+    let (udp_alive, mut udp_ended) = oneshot::channel::<()>();
+    let udp_thread = {
+        let (udp, shared, stop, rearm) = (udp.clone(), shared.clone(), stop.clone(), rearm.clone());
+        std::thread::Builder::new().name("dns-udp".into()).spawn(move || {
+            let _alive = udp_alive;
+            serve_udp(udp, shared, stop, rearm);
+        })?
+    };
+    info!(address = %router, upstreams = %upstream_list.join(","), "DNS server ready");
+
     let mut next_conn = 1u64;
     let mut tcp_refused = 0u64;
-    let mut rb = RecvBatch::new(BATCH, 4096);
-    let mut coalescer = Coalescer::new(COALESCE);
-    tight_timer_slack();
     let mut reply = Vec::with_capacity(4096);
     let mut actions = Vec::new();
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
-    let mut armed_for = None;
-    let mut busy = false;
 
-    loop {
+    let result = loop {
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            ready = udp.readable() => {
-                let mut guard = ready?;
-                // At most ROUNDS_PER_TURN batches, then everything else gets its turn (see `busy` below).
-                busy = true;
-                for _ in 0..ROUNDS_PER_TURN {
-                    let n = match rb.recv(fd) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            guard.clear_ready();
-                            busy = false;
-                            break;
-                        }
-                        Err(e) => { warn!("DNS receive failed: {e}"); busy = false; break }
-                    };
-                    let now = now_ms();
-                    // Below the batching rate each reply leaves as soon as it is made, as a server that answers
-                    // one query per system call would do: the first of a few queries that came together does not
-                    // wait for the others' (p50 at 20k/s: 0.069 -> 0.068 ms, level with dnsmasq and Unbound, for
-                    // ~1 us more CPU per answer). Above it, one `sendmmsg` per batch.
-                    let at_once = !coalescer.batching();
-                    for i in 0..n {
-                        let (query, from) = rb.get(i);
-                        let client = ClientRef { addr: SocketAddr::V4(from), transport: Transport::Udp, conn: 0 };
-                        if let Handled::Replied = dns.handle_query(query, client, now, &mut reply, &mut actions) {
-                            shell.reply(client, &reply);
-                            if at_once {
-                                shell.flush();
-                            }
-                        }
-                    }
-                    shell.dispatch(&mut actions);
-                    shell.flush();
-                    let wait = coalescer.after_batch(n, 0);
-                    if wait.is_zero() {
-                        if n < BATCH {
-                            // A partial batch emptied the socket: wait for the next datagram's edge instead of
-                            // asking again for nothing (the epoll registration is edge-triggered, and a datagram
-                            // that came after the receive raises a new event).
-                            guard.clear_ready();
-                            busy = false;
-                            break;
-                        }
-                    } else {
-                        // Under heavy load only (see COALESCE): a short nap on this thread, then read on.
-                        std::thread::sleep(wait);
-                    }
-                }
-            }
+            _ = ctx.shutdown.cancelled() => break Ok(()),
+            _ = &mut udp_ended => break Err(anyhow!("the DNS UDP thread stopped")),
+            _ = rearm.notified() => {}
             Some(first) = response_rx.recv() => {
                 // Every upstream answer already waiting is taken in this turn, so their replies leave together
                 // (at the flush after this `select!`).
+                let mut guard = lock(&shared);
+                let Shared { dns, shell, .. } = &mut *guard;
                 let mut next = Some(first);
                 let mut taken = 0;
                 while let Some((handle, answer)) = next {
@@ -414,16 +452,17 @@ async fn run(
                 }
             }
             Some((client, query)) = tcp_rx.recv() => {
+                let mut guard = lock(&shared);
+                let Shared { dns, shell, .. } = &mut *guard;
                 if let Handled::Replied = dns.handle_query(&query, client, now_ms(), &mut reply, &mut actions) {
-                    let r = std::mem::take(&mut reply);
-                    shell.reply(client, &r);
-                    reply = r;
+                    shell.reply(client, &reply);
                 }
                 shell.dispatch(&mut actions);
             }
             accepted = tcp.accept() => {
                 let Ok((stream, addr)) = accepted else { continue };
-                if shell.conns.len() >= MAX_TCP_CLIENTS {
+                let mut guard = lock(&shared);
+                if guard.shell.conns.len() >= MAX_TCP_CLIENTS {
                     tcp_refused += 1;
                     if tcp_refused == 1 {
                         warn!("too many DNS-over-TCP clients; closing new ones (counted)");
@@ -433,45 +472,53 @@ async fn run(
                 let client = ClientRef { addr, transport: Transport::Tcp, conn: next_conn };
                 next_conn += 1;
                 let (atx, arx) = mpsc::channel(64);
-                shell.conns.insert(client.conn, atx);
+                guard.shell.conns.insert(client.conn, atx);
                 tokio::task::spawn_local(serve_tcp(stream, client, tcp_tx.clone(), arx, closed_tx.clone()));
             }
-            Some(conn) = closed_rx.recv() => { shell.conns.remove(&conn); }
+            Some(conn) = closed_rx.recv() => { lock(&shared).shell.conns.remove(&conn); }
             event = leases.recv() => match event {
-                Ok(e) => apply_lease(&mut dns, &e),
-                Err(broadcast::error::RecvError::Lagged(_)) => sync_leases(&ctx, &mut dns).await,
+                Ok(e) => apply_lease(&mut lock(&shared).dns, &e),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let all = current_leases(&ctx).await;
+                    load_leases(&mut lock(&shared).dns, &all);
+                }
                 Err(broadcast::error::RecvError::Closed) => {}
             },
-            Some(req) = views.recv() => { let _ = req.send(view(&dns)); }
+            Some(req) = views.recv() => { let _ = req.send(view(&lock(&shared).dns)); }
             _ = &mut timer => {
                 // A fired sleep stays ready: park it far away until the core asks again.
                 timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
-                armed_for = None;
+                let mut guard = lock(&shared);
+                let Shared { dns, shell, armed_for } = &mut *guard;
+                *armed_for = None;
                 dns.handle_timeout(now_ms(), &mut actions);
                 shell.dispatch(&mut actions);
             }
         }
-        // Replies queued by any branch above (SERVFAIL at a deadline, TCP-triggered answers to UDP waiters).
+        // Replies queued by any branch above (SERVFAIL at a deadline, TCP-triggered answers to UDP waiters), and
+        // the core's timer (upstream retries, SERVFAIL deadlines) re-armed when its deadline moved. No lock is
+        // held across an await.
+        let mut guard = lock(&shared);
+        let Shared { dns, shell, armed_for } = &mut *guard;
         shell.flush();
-        if busy {
-            // Clients kept the socket full: let the tasks on this thread run (upstream queries, TCP connections),
-            // which they only do while this loop waits. Without it, a steady flood starves them.
-            busy = false;
-            tokio::task::yield_now().await;
-        }
-        // Re-arm the core's timer (upstream retries, SERVFAIL deadlines) when its deadline moved.
         let next = dns.next_timeout();
-        if next != armed_for {
-            armed_for = next;
+        if next != *armed_for {
+            *armed_for = next;
             let wait = next.map_or(Duration::from_secs(3600), |t| Duration::from_millis(t.saturating_sub(now_ms())));
             timer.as_mut().reset(tokio::time::Instant::now() + wait);
         }
-    }
-    for (_, t) in shell.inflight.drain() {
+    };
+    stop.cancel();
+    // Wakes the UDP thread out of its receive at once (`net::mmsg` tests that it does).
+    // SAFETY: shutdown(2) on a descriptor the Arc keeps open.
+    unsafe { libc::shutdown(udp.as_raw_fd(), libc::SHUT_RD) };
+    let _ = tokio::task::spawn_blocking(move || udp_thread.join()).await;
+    let mut guard = lock(&shared);
+    for (_, t) in guard.shell.inflight.drain() {
         t.abort();
     }
-    info!(send_failures = shell.send_failures, tcp_refused, "DNS server stopped");
-    Ok(())
+    info!(send_failures = guard.shell.send_failures, tcp_refused, "DNS server stopped");
+    result
 }
 
 fn rand_seed() -> [u8; 8] {

@@ -68,14 +68,23 @@ impl RecvBatch {
 
     /// One non-blocking `recvmmsg`; returns how many datagrams arrived (`WouldBlock` when none).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_flags(fd, libc::MSG_DONTWAIT)
+    }
+
+    /// One `recvmmsg` that sleeps until the first datagram (or the socket's receive timeout: `WouldBlock`), then
+    /// takes whatever else is already there: for a thread that does nothing but serve the socket.
+    pub fn recv_wait(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_flags(fd, libc::MSG_WAITFORONE)
+    }
+
+    fn recv_flags(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         for i in 0..self.bufs.len() {
             self.iovs[i] = iovec(&mut self.bufs[i]);
             point(&mut self.hdrs[i], &mut self.iovs[i..=i], &mut self.addrs[i]);
         }
         // SAFETY: every header points at live buffers owned by self, sized as declared.
-        let n = unsafe {
-            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
-        };
+        let n =
+            unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, flags, std::ptr::null_mut()) };
         if n < 0 {
             self.count = 0;
             return Err(io::Error::last_os_error());
@@ -301,6 +310,56 @@ mod tests {
         assert_eq!(inb.recv(b.as_raw_fd()).unwrap(), 1);
         assert_eq!(inb.get(0).0, &[4, 4, 4]);
         assert_eq!(inb.recv(b.as_raw_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn a_waiting_receive_sleeps_for_the_first_datagram_takes_the_rest_and_times_out() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
+        let to = b.local_addr().unwrap();
+        let mut inb = RecvBatch::new(8, 64);
+        let t = std::time::Instant::now();
+        assert_eq!(inb.recv_wait(b.as_raw_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert!(t.elapsed() >= std::time::Duration::from_millis(40), "it slept until the timeout");
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            for i in 0..3u8 {
+                a.send_to(&[i], to).unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let n = inb.recv_wait(b.as_raw_fd()).unwrap();
+            got.extend((0..n).map(|i| inb.get(i).0[0]));
+        }
+        assert_eq!(got, [0, 1, 2]);
+        sender.join().unwrap();
+    }
+
+    /// The DNS server's stop relies on this: `shutdown(SHUT_RD)` wakes a thread asleep in a waiting receive (an
+    /// unconnected UDP socket: the call itself says ENOTCONN, and wakes the sleeper anyway), which gets one empty
+    /// datagram.
+    #[test]
+    fn a_waiting_receive_returns_at_once_when_the_socket_is_shut_down_for_reading() {
+        let b = std::sync::Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        b.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let sleeper = {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                let mut inb = RecvBatch::new(8, 64);
+                let r = inb.recv_wait(b.as_raw_fd()).map_err(|e| e.kind());
+                (r, inb.get(0).0.len(), t.elapsed())
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // SAFETY: shutdown(2) on a descriptor the Arc keeps open.
+        unsafe { libc::shutdown(b.as_raw_fd(), libc::SHUT_RD) };
+        let (r, len, took) = sleeper.join().unwrap();
+        // The first receive of the batch returns 0 bytes: one empty "datagram".
+        assert_eq!((r, len), (Ok(1), 0));
+        assert!(took < std::time::Duration::from_secs(2), "woken by the shutdown, not the timeout: {took:?}");
     }
 
     /// Receives everything waiting on `s` as (length, first byte) pairs, sorted.
