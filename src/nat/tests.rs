@@ -197,11 +197,8 @@ fn endpoint_independent_mapping_preserves_port() {
 fn a_new_wan_address_carries_mappings_and_forwards_over() {
     let new_wan = Ipv4Addr::new(203, 0, 113, 77);
     let mut c = cfg();
-    c.forwards = vec![PortForward {
-        external_port: 8080,
-        internal: SocketAddrV4::new(B, 80),
-        protocols: Protocols::Tcp,
-    }];
+    c.forwards =
+        vec![PortForward { external_port: 8080, internal: SocketAddrV4::new(B, 80), protocols: Protocols::Tcp }];
     let mut n = Nat::new(c, 42);
     let (_, e) = out(&mut n, udp(A, 5000, R1, 53), 0);
     n.set_wan_ip(new_wan);
