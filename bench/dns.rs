@@ -14,7 +14,12 @@
 //! work on the machine disturbed, more than 0.15 cores, is repeated up to this many times; the least disturbed counts),
 //! `--rounds 1` (the whole list of servers this many times, interleaved: g, d, u, g, d, u, ...; a table per round, then
 //! one of the medians, each column's median taken separately: a single run's p99 moves with the machine's
-//! scheduling by tens of percent from run to run), `--dnsmasq-cache 100000` (dnsmasq `--cache-size`).
+//! scheduling by tens of percent from run to run), `--dnsmasq-cache 100000` (dnsmasq `--cache-size`), `--pin off`
+//! (`on`: dnsperf on CPU 0 and every thread of the server on CPU 1; `client`: dnsperf alone on the last CPU. Either
+//! keeps the load generator and the server from taking each other's core, but on this VM every wake-up then crosses
+//! CPUs, which made every server slower: p50 +10 us, CPU per answer +5 us), `--firewall off` (`router`: the peers
+//! run behind the firewall Gatekeeper installs as a router, loaded into their gw namespace, with their upstream
+//! queries from the router's own ports; Gatekeeper always runs behind it).
 //!
 //! Each run waits until the machine is idle (up to 2 minutes) and prints to stderr the cores used by the server,
 //! dnsperf, knotd and anything else, and UDP receive-buffer drops per namespace. With `-t 1`, an answer later than 1 s
@@ -122,6 +127,12 @@ struct Opts {
     /// The whole server list this many times, interleaved; then the medians.
     rounds: usize,
     dnsmasq_cache: usize,
+    /// dnsperf on CPU 0 and the server (every thread) on CPU 1, so that neither takes the other's core.
+    pin: bool,
+    /// dnsperf on the last CPU; the server may use all.
+    pin_client: bool,
+    /// The peers run behind the router firewall Gatekeeper installs (its rules in the lab's gw namespace).
+    router_firewall: bool,
 }
 
 struct Outcome {
@@ -185,8 +196,43 @@ fn rcvbuf_errors(lab: &Lab) -> Result<[u64; 3]> {
     Ok([lab.udp_rcvbuf_errors(&lab.client(1))?, lab.udp_rcvbuf_errors(&lab.gw())?, lab.udp_rcvbuf_errors(&lab.wan())?])
 }
 
+/// The firewall Gatekeeper installs as a router (`net::firewall`), loaded into the lab's gw namespace for a peer,
+/// with the router's own port range that its rules let replies in on: a DNS server on a router runs behind one, and
+/// its hooks cost every query (this kernel walks them for LAN -> router traffic even though ours exempt it from
+/// conntrack).
+fn install_router_firewall(lab: &Lab) -> Result<(u16, u16)> {
+    use gatekeeper::net::firewall::Rules;
+    let ports = (61000, 65535);
+    let rules = Rules {
+        lan_if: "gw-lan1".into(),
+        wan_if: "gwwan".into(),
+        lan_subnet: "10.0.0.0/24".parse()?,
+        wan_ip: gatekeeper::lab::GW_WAN_ADDR.parse()?,
+        router_lan_ip: SERVER_ADDR.parse()?,
+        queue_first: 0,
+        queue_count: 2,
+        router_ports: ports,
+        forwards: Vec::new(),
+    };
+    let gw = lab.gw();
+    lab.run(&gw, &["sysctl", "-q", "-w", &format!("net.ipv4.ip_local_port_range={} {}", ports.0, ports.1)])?;
+    let mut c = lab.cmd(&gw, "iptables-restore");
+    c.arg("--noflush").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = c.spawn()?;
+    child.stdin.take().context("stdin")?.write_all(rules.script().as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("iptables-restore in {gw}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(ports)
+}
+
 fn start_server(lab: &Lab, server: Server, dir: &Path, opts: &Opts) -> Result<Proc> {
     let gw = lab.gw();
+    // Behind the router firewall, a peer's upstream queries must leave from the router's own ports (61000-65535),
+    // the only ones the rules let answers in on without the NAT.
+    let ports =
+        if opts.router_firewall && server != Server::Gatekeeper { Some(install_router_firewall(lab)?) } else { None };
     let p = match server {
         Server::Gatekeeper => {
             let state = dir.join("state");
@@ -211,12 +257,19 @@ fn start_server(lab: &Lab, server: Server, dir: &Path, opts: &Opts) -> Result<Pr
                 .arg(format!("--cache-size={}", opts.dnsmasq_cache))
                 // Its default of 150 concurrent forwarded queries is below dnsperf's 200 outstanding.
                 .arg("--dns-forward-max=1000")
+                .args(
+                    ports
+                        .map(|(lo, hi)| [format!("--min-port={lo}"), format!("--max-port={hi}")])
+                        .into_iter()
+                        .flatten(),
+                )
                 .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
             Proc::spawn(c, &dir.join("server.log"))?
         }
         Server::Unbound { threads } => {
             lab.run(&gw, &["ip", "addr", "add", &format!("{SERVER_ADDR}/24"), "dev", "gw-lan1"])?;
             let d = dir.display();
+            let avoid = ports.map_or(String::new(), |(lo, _)| format!("    outgoing-port-avoid: 0-{}\n", lo - 1));
             let conf = format!(
                 r#"server:
     interface: {SERVER_ADDR}
@@ -238,7 +291,7 @@ fn start_server(lab: &Lab, server: Server, dir: &Path, opts: &Opts) -> Result<Pr
     rrset-cache-size: 512m
     num-queries-per-thread: 4096
     outgoing-range: 8192
-remote-control:
+{avoid}remote-control:
     control-enable: no
 forward-zone:
     name: "test."
@@ -332,7 +385,15 @@ fn dnsperf(
         f.flush()?;
     }
     let out_path = dir.join(format!("dnsperf-{run:?}.out"));
-    let mut c = lab.cmd(&lab.client(1), "dnsperf");
+    let mut c = if opts.pin || opts.pin_client {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpu = if opts.pin { 0 } else { cpus - 1 };
+        let mut c = lab.cmd(&lab.client(1), "taskset");
+        c.args(["-c", &cpu.to_string(), "dnsperf"]);
+        c
+    } else {
+        lab.cmd(&lab.client(1), "dnsperf")
+    };
     // `-t 1`: an answer later than 1 s counts as lost. dnsperf's run time includes waiting out the timeout of the
     // queries still outstanding at the end, so a single lost query would stretch it (and cut its queries/s).
     c.args(["-s", SERVER_ADDR, "-l", &opts.seconds.to_string(), "-t", "1"]);
@@ -484,6 +545,14 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
         bail!("warming the cache failed:\n{warm}\nserver log:\n{}", proc.log());
     }
 
+    if opts.pin {
+        // Every thread the server has now; threads it starts later inherit the mask.
+        let out = std::process::Command::new("taskset").args(["-a", "-p", "-c", "1", &pid.to_string()]).output()?;
+        if !out.status.success() {
+            bail!("taskset failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
     let mut results = Vec::new();
     for &run in &opts.runs {
         // On a shared machine: up to `--attempts` tries while other work disturbs the run; the least disturbed counts.
@@ -534,7 +603,7 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
 
 const USAGE: &str = "Usage: sudo bench/dns.sh [--seconds 10] [--rate 20000] [--clients 4] [--outstanding 200] \
                      [--uncached 1000000] [--runs cached,rate,uncached] [--servers gatekeeper,dnsmasq,unbound,unbound2,floor] \
-                     [--percentiles on|off] [--attempts 3] [--rounds 1] [--dnsmasq-cache 100000]";
+                     [--percentiles on|off] [--attempts 3] [--rounds 1] [--dnsmasq-cache 100000] [--pin off|on|client] [--firewall off|router]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -553,6 +622,9 @@ fn main() -> Result<()> {
         attempts: 3,
         rounds: 1,
         dnsmasq_cache: CACHE_SIZE,
+        pin: false,
+        pin_client: false,
+        router_firewall: false,
     };
     let Some(pairs) = option_pairs(USAGE)? else { return Ok(()) };
     for (option, v) in &pairs {
@@ -566,6 +638,11 @@ fn main() -> Result<()> {
             "--dnsmasq-cache" => opts.dnsmasq_cache = v.parse()?,
             "--attempts" => opts.attempts = v.parse::<usize>()?.max(1),
             "--rounds" => opts.rounds = v.parse::<usize>()?.max(1),
+            "--firewall" => opts.router_firewall = v == "router",
+            "--pin" => {
+                opts.pin = v == "on";
+                opts.pin_client = v == "client";
+            }
             "--runs" => {
                 opts.runs = v.split(',').map(|s| by_name(s, &Run::ALL, Run::name, "run")).collect::<Result<_>>()?
             }
