@@ -87,6 +87,27 @@ pub fn wait_quiet() -> Result<()> {
     }
 }
 
+/// Every process's CPU time (user + system, all its threads), by PID. `MachineCpu` cannot tell how busy the cores
+/// were on a VM whose /proc/stat samples ticks: it reported less busy time than the server and dnsperf alone used
+/// (their times come from the scheduler's exact run time), so a disturbance never showed.
+pub struct ProcessCpu(std::collections::HashMap<u32, f64>);
+
+impl ProcessCpu {
+    pub fn read() -> ProcessCpu {
+        let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+        let pids = pids.filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
+        ProcessCpu(pids.filter_map(|pid| Some((pid, gatekeeper::lab::cpu_secs(pid).ok()?))).collect())
+    }
+
+    /// Core-seconds used since `before` by the processes alive at both readings, except `exclude` (and this one).
+    /// A process that started or ended in between is not counted: dnsperf, say, or a short job of someone else's.
+    pub fn others_since(&self, before: &ProcessCpu, exclude: &[u32]) -> f64 {
+        let me = std::process::id();
+        let counted = self.0.iter().filter(|(pid, _)| **pid != me && !exclude.contains(pid));
+        counted.filter_map(|(pid, after)| Some(after - before.0.get(pid)?)).sum()
+    }
+}
+
 /// User + system CPU of this process's reaped children, in seconds.
 pub fn children_cpu() -> f64 {
     // SAFETY: getrusage writes into the struct we pass.

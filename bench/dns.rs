@@ -17,9 +17,10 @@
 //! scheduling by tens of percent from run to run), `--dnsmasq-cache 100000` (dnsmasq `--cache-size`), `--pin off`
 //! (`on`: dnsperf on CPU 0 and every thread of the server on CPU 1; `client`: dnsperf alone on the last CPU. Either
 //! keeps the load generator and the server from taking each other's core, but on this VM every wake-up then crosses
-//! CPUs, which made every server slower: p50 +10 us, CPU per answer +5 us), `--firewall off` (`router`: the peers
-//! run behind the firewall Gatekeeper installs as a router, loaded into their gw namespace, with their upstream
-//! queries from the router's own ports; Gatekeeper always runs behind it).
+//! CPUs, which made every server slower: p50 +10 us, CPU per answer +5 us), `--firewall router` (the peers run
+//! behind the firewall Gatekeeper installs as a router, loaded into their gw namespace, with their upstream queries
+//! from the router's own ports, as Gatekeeper always does: a DNS server on a router runs behind one; `off`: the peers
+//! in a namespace without any netfilter rule, as in the benchmarks before the fifth session).
 //!
 //! Each run waits until the machine is idle (up to 2 minutes) and prints to stderr the cores used by the server,
 //! dnsperf, knotd and anything else, and UDP receive-buffer drops per namespace. With `-t 1`, an answer later than 1 s
@@ -37,7 +38,7 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{MachineCpu, by_name, children_cpu, option_pairs, wait_quiet};
+use common::{ProcessCpu, by_name, children_cpu, option_pairs, wait_quiet};
 use gatekeeper::lab::{
     CACHED_NAMES, Lab, LabOptions, Proc, RecordType, WAN_ADDR, cached_name, cpu_secs, test_zone, uncached_name,
 };
@@ -152,9 +153,8 @@ struct Outcome {
     upstream_cpu_secs: f64,
     /// dnsperf's CPU time.
     client_cpu_secs: f64,
-    /// Busy CPU time of the whole machine over the run, and elapsed CPU time (cores x seconds).
-    machine_busy_secs: f64,
-    machine_secs: f64,
+    /// CPU time of every other process alive over the whole run (`ProcessCpu`): what disturbed it.
+    others_secs: f64,
 }
 
 impl Outcome {
@@ -186,8 +186,7 @@ impl Outcome {
             cpu_secs: cpu_per_answer * completed,
             upstream_cpu_secs: m(&|r| r.upstream_cpu_secs),
             client_cpu_secs: m(&|r| r.client_cpu_secs),
-            machine_busy_secs: m(&|r| r.machine_busy_secs),
-            machine_secs: m(&|r| r.machine_secs),
+            others_secs: m(&|r| r.others_secs),
         }
     }
 }
@@ -417,11 +416,11 @@ fn dnsperf(
     }
     c.stdout(std::fs::File::create(&out_path)?).stderr(Stdio::piped()).stdin(Stdio::null());
     let drops_before = rcvbuf_errors(lab)?;
-    let (before, up_before, m_before, ch_before) =
-        (cpu_secs(pid)?, cpu_secs(upstream_pid)?, MachineCpu::read()?, children_cpu());
+    let (before, up_before, ch_before) = (cpu_secs(pid)?, cpu_secs(upstream_pid)?, children_cpu());
+    let procs_before = ProcessCpu::read();
     let out = c.output()?;
-    let (after, up_after, m_after, ch_after) =
-        (cpu_secs(pid)?, cpu_secs(upstream_pid)?, MachineCpu::read()?, children_cpu());
+    let others_secs = ProcessCpu::read().others_since(&procs_before, &[pid, upstream_pid]);
+    let (after, up_after, ch_after) = (cpu_secs(pid)?, cpu_secs(upstream_pid)?, children_cpu());
     let drops_after = rcvbuf_errors(lab)?;
     let drops: Vec<u64> = drops_after.iter().zip(drops_before).map(|(a, b)| a - b).collect();
     if drops.iter().any(|&d| d > 0) {
@@ -502,8 +501,7 @@ fn dnsperf(
         cpu_secs: after - before,
         upstream_cpu_secs: up_after - up_before,
         client_cpu_secs: ch_after - ch_before,
-        machine_busy_secs: m_after.busy() - m_before.busy(),
-        machine_secs: m_after.total() - m_before.total(),
+        others_secs,
     })
 }
 
@@ -561,11 +559,10 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
             wait_quiet()?;
             eprintln!("{}: {} for {} s ...", server.name(), run.label(opts), opts.seconds);
             let r = dnsperf(&lab, server, run, pid, upstream.pid(), opts, &dir, attempt)?;
-            let others = (r.machine_busy_secs - r.cpu_secs - r.upstream_cpu_secs - r.client_cpu_secs) / r.secs;
+            let others = r.others_secs / r.secs;
             eprintln!(
                 "  -> {:.0} answered/s ({} of {} sent, {} lost, {} NOERROR), p50 {:.3} ms p99 {:.3} ms, {:.2} us CPU \
-                 per answer; cores busy: server {:.2}, dnsperf {:.2}, knotd {:.2}, anything else {:.2} (machine {:.2} \
-                 of {:.0})",
+                 per answer; cores busy: server {:.2}, dnsperf {:.2}, knotd {:.2}, anything else {:.2}",
                 r.qps,
                 r.completed,
                 r.sent,
@@ -578,8 +575,6 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
                 r.client_cpu_secs / r.secs,
                 r.upstream_cpu_secs / r.secs,
                 others,
-                r.machine_busy_secs / r.secs,
-                r.machine_secs / r.secs,
             );
             let disturbed = others > 0.15;
             if disturbed {
@@ -603,7 +598,7 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
 
 const USAGE: &str = "Usage: sudo bench/dns.sh [--seconds 10] [--rate 20000] [--clients 4] [--outstanding 200] \
                      [--uncached 1000000] [--runs cached,rate,uncached] [--servers gatekeeper,dnsmasq,unbound,unbound2,floor] \
-                     [--percentiles on|off] [--attempts 3] [--rounds 1] [--dnsmasq-cache 100000] [--pin off|on|client] [--firewall off|router]";
+                     [--percentiles on|off] [--attempts 3] [--rounds 1] [--dnsmasq-cache 100000] [--pin off|on|client] [--firewall router|off]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -624,7 +619,7 @@ fn main() -> Result<()> {
         dnsmasq_cache: CACHE_SIZE,
         pin: false,
         pin_client: false,
-        router_firewall: false,
+        router_firewall: true,
     };
     let Some(pairs) = option_pairs(USAGE)? else { return Ok(()) };
     for (option, v) in &pairs {
@@ -638,7 +633,7 @@ fn main() -> Result<()> {
             "--dnsmasq-cache" => opts.dnsmasq_cache = v.parse()?,
             "--attempts" => opts.attempts = v.parse::<usize>()?.max(1),
             "--rounds" => opts.rounds = v.parse::<usize>()?.max(1),
-            "--firewall" => opts.router_firewall = v == "router",
+            "--firewall" => opts.router_firewall = v != "off",
             "--pin" => {
                 opts.pin = v == "on";
                 opts.pin_client = v == "client";

@@ -3,7 +3,7 @@
 # with knotd as the authoritative upstream in the lab's wan namespace.
 # Usage: sudo bench/dns.sh [--seconds 10] [--rate 20000] [--clients 4] [--outstanding 200] [--uncached 1000000]
 #                          [--runs cached,rate,uncached] [--servers gatekeeper,dnsmasq,unbound[,unbound2][,floor]]
-#                          [--percentiles on|off] [--attempts 3] [--rounds 1] [--dnsmasq-cache 100000] [--pin off|on|client] [--firewall off|router]
+#                          [--percentiles on|off] [--attempts 3] [--rounds 1] [--dnsmasq-cache 100000] [--pin off|on|client] [--firewall router|off]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh dnsperf knot knot-dnsutils dnsmasq unbound
