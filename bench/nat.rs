@@ -196,9 +196,11 @@ impl Outcome {
     fn cores(&self, secs: f64) -> f64 {
         secs / self.wall
     }
-    /// Cores used by work that is not the benchmark's, over the run.
+    /// Cores used by work that is not the benchmark's, over the run: the larger of the two measures. On a VM whose
+    /// /proc/stat undercounts short bursts (bench/dns saw less busy time than its server and dnsperf used alone), the
+    /// machine's figure can fall below the processes' and would never flag a disturbance by itself.
     fn other_load(&self) -> f64 {
-        self.cores(self.cpu.other_work())
+        self.cores(self.cpu.other_work().max(self.cpu.others))
     }
     fn loss_pct(&self) -> f64 {
         100.0 * self.lost_packets as f64 / self.sent_packets.max(1) as f64
