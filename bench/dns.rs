@@ -17,7 +17,7 @@
 //! scheduling by tens of percent from run to run), `--dnsmasq-cache 100000` (dnsmasq `--cache-size`), `--pin off`
 //! (`on`: dnsperf on CPU 0 and every thread of the server on CPU 1; `client`: dnsperf alone on the last CPU. Either
 //! keeps the load generator and the server from taking each other's core, but on this VM every wake-up then crosses
-//! CPUs, which made every server slower: p50 +10 us, CPU per answer +5 us), `--firewall router` (the peers run
+//! CPUs, which made every resolver slower: p50 +10-14 us, CPU per answer +4-5 us), `--firewall router` (the peers run
 //! behind the firewall Gatekeeper installs as a router, loaded into their gw namespace, with their upstream queries
 //! from the router's own ports, as Gatekeeper always does: a DNS server on a router runs behind one; `off`: the peers
 //! in a namespace without any netfilter rule, as in the benchmarks before the fifth session).
@@ -598,7 +598,8 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
 
 const USAGE: &str = "Usage: sudo bench/dns.sh [--seconds 10] [--rate 20000] [--clients 4] [--outstanding 200] \
                      [--uncached 1000000] [--runs cached,rate,uncached] [--servers gatekeeper,dnsmasq,unbound,unbound2,floor] \
-                     [--percentiles on|off] [--attempts 3] [--rounds 1] [--dnsmasq-cache 100000] [--pin off|on|client] [--firewall router|off]";
+                     [--percentiles on|off] [--attempts 3] [--rounds 1] [--dnsmasq-cache 100000] \
+                     [--pin off|on|client] [--firewall router|off]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
