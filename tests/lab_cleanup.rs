@@ -103,3 +103,33 @@ fn lab_command_starts_devices_and_removes_everything_on_ctrl_c() {
     assert!(namespaces_of(&id).is_empty(), "{:?}", namespaces_of(&id));
     let _ = std::fs::remove_file(log);
 }
+
+/// Labs built at the same moment (the test harness runs tests in parallel) must not take each other for leftovers:
+/// each one's cleanup of stale labs reads the others' registry files, which must never look empty or foreign.
+#[test]
+fn labs_built_at_the_same_moment_leave_each_other_alone() {
+    for _ in 0..5 {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let built = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (start, built) = (start.clone(), built.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let lab = gatekeeper::lab::Lab::new(gatekeeper::lab::LabOptions { clients: 1, host_link: false })
+                        .unwrap();
+                    built.wait();
+                    // Every other lab has run its cleanup of stale labs by now; ours must be whole.
+                    let left = namespaces_of(&lab.id);
+                    assert_eq!(left.len(), 3, "lab {}: namespaces {left:?}", lab.id);
+                    let registry = std::path::Path::new("/run/gatekeeper-lab").join(&lab.id);
+                    assert!(registry.exists(), "lab {}: its registry file was removed", lab.id);
+                    drop(lab);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}

@@ -161,6 +161,10 @@ pub fn cleanup_stale() {
     if let Ok(entries) = fs::read_dir(REGISTRY) {
         for e in entries.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
+            // A registry file being written (see `Lab::new`).
+            if id.starts_with('.') {
+                continue;
+            }
             if !owner_alive(&id) {
                 let _ = fs::remove_file(e.path());
                 let _ = fs::remove_dir_all(std::env::temp_dir().join(format!("gatekeeper-lab-{id}")));
@@ -189,7 +193,12 @@ impl Lab {
             }
         };
         let me = std::process::id();
-        fs::write(Path::new(REGISTRY).join(&id), format!("{me} {}\n", start_time(me).unwrap_or(0)))?;
+        // Written whole under a hidden name, then renamed: another lab's `cleanup_stale` (tests build labs in
+        // parallel) must never read it empty, take this lab for a dead owner's, delete the file, and later kill
+        // whatever runs in our namespaces.
+        let tmp = Path::new(REGISTRY).join(format!(".{id}.tmp"));
+        fs::write(&tmp, format!("{me} {}\n", start_time(me).unwrap_or(0)))?;
+        fs::rename(&tmp, Path::new(REGISTRY).join(&id))?;
         let dir = std::env::temp_dir().join(format!("gatekeeper-lab-{id}"));
         fs::create_dir_all(&dir)?;
 
