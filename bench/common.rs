@@ -87,25 +87,37 @@ pub fn wait_quiet() -> Result<()> {
     }
 }
 
-/// Every process's CPU time (user + system, all its threads), by PID. `MachineCpu` cannot tell how busy the cores
-/// were on a VM whose /proc/stat samples ticks: it reported less busy time than the server and dnsperf alone used
-/// (their times come from the scheduler's exact run time), so a disturbance never showed.
-pub struct ProcessCpu(std::collections::HashMap<u32, f64>);
-
-impl ProcessCpu {
-    pub fn read() -> ProcessCpu {
-        let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten();
-        let pids = pids.filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
-        ProcessCpu(pids.filter_map(|pid| Some((pid, gatekeeper::lab::cpu_secs(pid).ok()?))).collect())
+/// CPU seconds so far and parent of every process, by (pid, start time).
+pub fn processes() -> std::collections::HashMap<(u32, u64), (u32, f64)> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut all = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return all };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        // After the command name: state, ppid, ... utime (12), stime (13), ... starttime (20), counted from 0.
+        let f: Vec<u64> = stat[close + 2..].split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+        if f.len() > 19 {
+            all.insert((pid, f[19]), (f[1] as u32, (f[11] + f[12]) as f64 / hz));
+        }
     }
+    all
+}
 
-    /// Core-seconds used since `before` by the processes alive at both readings, except `exclude` (and this one).
-    /// A process that started or ended in between is not counted: dnsperf, say, or a short job of someone else's.
-    pub fn others_since(&self, before: &ProcessCpu, exclude: &[u32]) -> f64 {
-        let me = std::process::id();
-        let counted = self.0.iter().filter(|(pid, _)| **pid != me && !exclude.contains(pid));
-        counted.filter_map(|(pid, after)| Some(after - before.0.get(pid)?)).sum()
-    }
+/// Core-seconds used between two `processes` snapshots by the processes alive at both, except `exclude` and this
+/// one: other work that disturbed a run. A process that started or ended in between is not counted (dnsperf, say).
+/// `MachineCpu` cannot tell this on a VM whose /proc/stat samples ticks: it reported less busy time than bench/dns's
+/// server and dnsperf used alone.
+pub fn others_between(
+    before: &std::collections::HashMap<(u32, u64), (u32, f64)>,
+    after: &std::collections::HashMap<(u32, u64), (u32, f64)>,
+    exclude: &[u32],
+) -> f64 {
+    let me = std::process::id();
+    let counted = after.iter().filter(|((pid, _), _)| *pid != me && !exclude.contains(pid));
+    counted.filter_map(|(key, (_, secs))| Some(secs - before.get(key)?.1)).sum()
 }
 
 /// User + system CPU of this process's reaped children, in seconds.

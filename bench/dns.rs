@@ -9,8 +9,8 @@
 //! `--clients 4 --outstanding 200` (dnsperf `-c`, `-q` at saturation), `--uncached 1000000` (unique names available
 //! to the uncached run, each queried once), `--runs cached,rate,uncached`,
 //! `--servers dnsmasq,unbound` (also `unbound2`: Unbound with 2 threads; `gatekeeper`; `floor`: not a resolver but
-//! the least a UDP server can do per query, a blocking echo that answers every A question: the machine's own latency), `--percentiles on|off`
-//! (dnsperf `-v`, one output line per answer: costs dnsperf a few % of its rate), `--attempts 3` (a run that other
+//! the least a UDP server can do per query, a blocking echo that answers every A question: the machine's own
+//! latency), `--percentiles on|off` (dnsperf `-v`, one output line per answer: costs dnsperf a few % of its rate), `--attempts 3` (a run that other
 //! work on the machine disturbed, more than 0.15 cores, is repeated up to this many times; the least disturbed counts),
 //! `--rounds 1` (the whole list of servers this many times, interleaved: g, d, u, g, d, u, ...; a table per round, then
 //! one of the medians, each column's median taken separately: a single run's p99 moves with the machine's
@@ -38,7 +38,7 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{ProcessCpu, by_name, children_cpu, option_pairs, wait_quiet};
+use common::{by_name, children_cpu, option_pairs, others_between, processes, wait_quiet};
 use gatekeeper::lab::{
     CACHED_NAMES, Lab, LabOptions, Proc, RecordType, WAN_ADDR, cached_name, cpu_secs, test_zone, uncached_name,
 };
@@ -114,6 +114,17 @@ impl Run {
     }
 }
 
+/// Where dnsperf and the server may run (`--pin`).
+#[derive(Clone, Copy, PartialEq)]
+enum Pin {
+    /// Anywhere.
+    Off,
+    /// dnsperf on CPU 0, the server (every thread) on CPU 1, so that neither takes the other's core.
+    Apart,
+    /// dnsperf on the last CPU; the server anywhere.
+    Client,
+}
+
 struct Opts {
     seconds: u64,
     rate: u32,
@@ -128,10 +139,7 @@ struct Opts {
     /// The whole server list this many times, interleaved; then the medians.
     rounds: usize,
     dnsmasq_cache: usize,
-    /// dnsperf on CPU 0 and the server (every thread) on CPU 1, so that neither takes the other's core.
-    pin: bool,
-    /// dnsperf on the last CPU; the server may use all.
-    pin_client: bool,
+    pin: Pin,
     /// The peers run behind the router firewall Gatekeeper installs (its rules in the lab's gw namespace).
     router_firewall: bool,
 }
@@ -153,7 +161,7 @@ struct Outcome {
     upstream_cpu_secs: f64,
     /// dnsperf's CPU time.
     client_cpu_secs: f64,
-    /// CPU time of every other process alive over the whole run (`ProcessCpu`): what disturbed it.
+    /// CPU time of every other process alive over the whole run (`others_between`): what disturbed it.
     others_secs: f64,
 }
 
@@ -215,14 +223,8 @@ fn install_router_firewall(lab: &Lab) -> Result<(u16, u16)> {
     };
     let gw = lab.gw();
     lab.run(&gw, &["sysctl", "-q", "-w", &format!("net.ipv4.ip_local_port_range={} {}", ports.0, ports.1)])?;
-    let mut c = lab.cmd(&gw, "iptables-restore");
-    c.arg("--noflush").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = c.spawn()?;
-    child.stdin.take().context("stdin")?.write_all(rules.script().as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("iptables-restore in {gw}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    gatekeeper::net::firewall::restore_with(lab.cmd(&gw, "iptables-restore"), &rules.script())
+        .with_context(|| format!("the router firewall in {gw}"))?;
     Ok(ports)
 }
 
@@ -384,14 +386,18 @@ fn dnsperf(
         f.flush()?;
     }
     let out_path = dir.join(format!("dnsperf-{run:?}.out"));
-    let mut c = if opts.pin || opts.pin_client {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let cpu = if opts.pin { 0 } else { cpus - 1 };
-        let mut c = lab.cmd(&lab.client(1), "taskset");
-        c.args(["-c", &cpu.to_string(), "dnsperf"]);
-        c
-    } else {
-        lab.cmd(&lab.client(1), "dnsperf")
+    let cpu = match opts.pin {
+        Pin::Off => None,
+        Pin::Apart => Some(0),
+        Pin::Client => Some(std::thread::available_parallelism().map_or(1, |n| n.get()) - 1),
+    };
+    let mut c = match cpu {
+        Some(cpu) => {
+            let mut c = lab.cmd(&lab.client(1), "taskset");
+            c.args(["-c", &cpu.to_string(), "dnsperf"]);
+            c
+        }
+        None => lab.cmd(&lab.client(1), "dnsperf"),
     };
     // `-t 1`: an answer later than 1 s counts as lost. dnsperf's run time includes waiting out the timeout of the
     // queries still outstanding at the end, so a single lost query would stretch it (and cut its queries/s).
@@ -417,9 +423,9 @@ fn dnsperf(
     c.stdout(std::fs::File::create(&out_path)?).stderr(Stdio::piped()).stdin(Stdio::null());
     let drops_before = rcvbuf_errors(lab)?;
     let (before, up_before, ch_before) = (cpu_secs(pid)?, cpu_secs(upstream_pid)?, children_cpu());
-    let procs_before = ProcessCpu::read();
+    let procs_before = processes();
     let out = c.output()?;
-    let others_secs = ProcessCpu::read().others_since(&procs_before, &[pid, upstream_pid]);
+    let others_secs = others_between(&procs_before, &processes(), &[pid, upstream_pid]);
     let (after, up_after, ch_after) = (cpu_secs(pid)?, cpu_secs(upstream_pid)?, children_cpu());
     let drops_after = rcvbuf_errors(lab)?;
     let drops: Vec<u64> = drops_after.iter().zip(drops_before).map(|(a, b)| a - b).collect();
@@ -543,7 +549,7 @@ fn run_server(server: Server, opts: &Opts) -> Result<Vec<Outcome>> {
         bail!("warming the cache failed:\n{warm}\nserver log:\n{}", proc.log());
     }
 
-    if opts.pin {
+    if opts.pin == Pin::Apart {
         // Every thread the server has now; threads it starts later inherit the mask.
         let out = std::process::Command::new("taskset").args(["-a", "-p", "-c", "1", &pid.to_string()]).output()?;
         if !out.status.success() {
@@ -618,8 +624,7 @@ fn main() -> Result<()> {
         attempts: 3,
         rounds: 1,
         dnsmasq_cache: CACHE_SIZE,
-        pin: false,
-        pin_client: false,
+        pin: Pin::Off,
         router_firewall: true,
     };
     let Some(pairs) = option_pairs(USAGE)? else { return Ok(()) };
@@ -634,10 +639,20 @@ fn main() -> Result<()> {
             "--dnsmasq-cache" => opts.dnsmasq_cache = v.parse()?,
             "--attempts" => opts.attempts = v.parse::<usize>()?.max(1),
             "--rounds" => opts.rounds = v.parse::<usize>()?.max(1),
-            "--firewall" => opts.router_firewall = v != "off",
+            "--firewall" => {
+                opts.router_firewall = match v.as_str() {
+                    "router" => true,
+                    "off" => false,
+                    o => bail!("unknown --firewall {o} (router, off)"),
+                }
+            }
             "--pin" => {
-                opts.pin = v == "on";
-                opts.pin_client = v == "client";
+                opts.pin = match v.as_str() {
+                    "off" => Pin::Off,
+                    "on" => Pin::Apart,
+                    "client" => Pin::Client,
+                    o => bail!("unknown --pin {o} (off, on, client)"),
+                }
             }
             "--runs" => {
                 opts.runs = v.split(',').map(|s| by_name(s, &Run::ALL, Run::name, "run")).collect::<Result<_>>()?

@@ -40,7 +40,7 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{MachineCpu, by_name, children_cpu, option_pairs, wait_quiet};
+use common::{MachineCpu, by_name, children_cpu, option_pairs, processes, wait_quiet};
 use gatekeeper::lab::{GW_WAN_ADDR, Lab, LabOptions, Proc, WAN_ADDR, field};
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
@@ -261,25 +261,6 @@ impl QueueStats {
             queued: self.queued - before.queued,
         }
     }
-}
-
-/// CPU seconds so far and parent of every process, by (pid, start time).
-fn processes() -> HashMap<(u32, u64), (u32, f64)> {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut all = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return all };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
-        // After the command name: state, ppid, ... utime (12), stime (13), ... starttime (20), counted from 0.
-        let f: Vec<u64> = stat[close + 2..].split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
-        if f.len() > 19 {
-            all.insert((pid, f[19]), (f[1] as u32, (f[11] + f[12]) as f64 / hz));
-        }
-    }
-    all
 }
 
 /// Pids of the programs a run charges separately.

@@ -220,9 +220,16 @@ pub fn reload(rules: &Rules) -> Result<()> {
 }
 
 fn restore(script: &str) -> Result<()> {
-    let mut child = Command::new("iptables-restore")
+    restore_with(Command::new("iptables-restore"), script)
+}
+
+/// Loads `script` with `iptables_restore` (`iptables-restore` itself, or a command that runs it elsewhere: the
+/// benchmarks give a lab namespace's peers the router's rules) in `--noflush` mode.
+pub fn restore_with(mut iptables_restore: Command, script: &str) -> Result<()> {
+    let mut child = iptables_restore
         .arg("--noflush")
         .stdin(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot run iptables-restore (install the iptables package)")?;
