@@ -34,8 +34,9 @@ const BATCH: usize = 64;
 /// it at once: `shutdown(SHUT_RD)` on the socket).
 const RECV_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Adaptive batching (`net::coalesce`): above 40k queries/s the loop waits up to 150 us after a partial batch, so
-/// that the next `recvmmsg` brings a fuller batch (more replies per GSO send). Below it every query is answered at once.
+/// Adaptive batching (`net::coalesce`): above 40k queries/s the UDP thread waits up to 150 us after a partial batch,
+/// so that the next `recvmmsg` brings a fuller batch (more replies per GSO send). Below it every query is answered
+/// at once.
 const COALESCE: CoalescePolicy = CoalescePolicy {
     batch: BATCH,
     above_per_sec: 40_000,
@@ -306,15 +307,11 @@ struct Shared {
     armed_for: Option<u64>,
 }
 
-/// parking_lot's mutex for its fair unlock: under a flood the UDP thread would otherwise take the lock back right
-/// after each batch, before the event loop's thread has woken up to take it (seen: an upstream answer not served
-/// for over 3 s during a 60k/s flood, in a debug build). A panic while the lock is held ends the server anyway (the
-/// thread that panicked reports it), so there is no poisoning to handle.
+/// parking_lot's mutex for its fair unlock: under a flood the UDP thread could otherwise take the lock back right
+/// after each batch, before the event loop's thread has woken up to take it, and upstream answers and TCP would
+/// wait without bound. A panic while the lock is held ends the server anyway (the thread that panicked reports
+/// it), so there is no poisoning to handle.
 type Locked = Arc<Mutex<Shared>>;
-
-fn lock(shared: &Locked) -> MutexGuard<'_, Shared> {
-    shared.lock()
-}
 
 /// The UDP thread: sleeps in `recvmmsg` on the client socket, answers each batch under the lock, until `stop`.
 fn serve_udp(sock: Arc<std::net::UdpSocket>, shared: Locked, stop: CancellationToken, rearm: Arc<Notify>) {
@@ -343,7 +340,7 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, shared: Locked, stop: CancellationT
         // one `sendmmsg` per batch.
         let at_once = !coalescer.batching();
         {
-            let mut guard = lock(&shared);
+            let mut guard = shared.lock();
             let Shared { dns, shell, armed_for } = &mut *guard;
             for i in 0..n {
                 let (query, from) = rb.get(i);
@@ -438,7 +435,7 @@ async fn run(
             Some(first) = response_rx.recv() => {
                 // Every upstream answer already waiting is taken in this turn, so their replies leave together
                 // (at the flush after this `select!`).
-                let mut guard = lock(&shared);
+                let mut guard = shared.lock();
                 let Shared { dns, shell, .. } = &mut *guard;
                 let mut next = Some(first);
                 let mut taken = 0;
@@ -457,7 +454,7 @@ async fn run(
                 }
             }
             Some((client, query)) = tcp_rx.recv() => {
-                let mut guard = lock(&shared);
+                let mut guard = shared.lock();
                 let Shared { dns, shell, .. } = &mut *guard;
                 if let Handled::Replied = dns.handle_query(&query, client, now_ms(), &mut reply, &mut actions) {
                     shell.reply(client, &reply);
@@ -466,7 +463,7 @@ async fn run(
             }
             accepted = tcp.accept() => {
                 let Ok((stream, addr)) = accepted else { continue };
-                let mut guard = lock(&shared);
+                let mut guard = shared.lock();
                 if guard.shell.conns.len() >= MAX_TCP_CLIENTS {
                     tcp_refused += 1;
                     if tcp_refused == 1 {
@@ -480,20 +477,20 @@ async fn run(
                 guard.shell.conns.insert(client.conn, atx);
                 tokio::task::spawn_local(serve_tcp(stream, client, tcp_tx.clone(), arx, closed_tx.clone()));
             }
-            Some(conn) = closed_rx.recv() => { lock(&shared).shell.conns.remove(&conn); }
+            Some(conn) = closed_rx.recv() => { shared.lock().shell.conns.remove(&conn); }
             event = leases.recv() => match event {
-                Ok(e) => apply_lease(&mut lock(&shared).dns, &e),
+                Ok(e) => apply_lease(&mut shared.lock().dns, &e),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let all = current_leases(&ctx).await;
-                    load_leases(&mut lock(&shared).dns, &all);
+                    load_leases(&mut shared.lock().dns, &all);
                 }
                 Err(broadcast::error::RecvError::Closed) => {}
             },
-            Some(req) = views.recv() => { let _ = req.send(view(&lock(&shared).dns)); }
+            Some(req) = views.recv() => { let _ = req.send(view(&shared.lock().dns)); }
             _ = &mut timer => {
                 // A fired sleep stays ready: park it far away until the core asks again.
                 timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
-                let mut guard = lock(&shared);
+                let mut guard = shared.lock();
                 let Shared { dns, shell, armed_for } = &mut *guard;
                 *armed_for = None;
                 dns.handle_timeout(now_ms(), &mut actions);
@@ -503,7 +500,7 @@ async fn run(
         // Replies queued by any branch above (SERVFAIL at a deadline, TCP-triggered answers to UDP waiters), and
         // the core's timer (upstream retries, SERVFAIL deadlines) re-armed when its deadline moved. No lock is
         // held across an await.
-        let mut guard = lock(&shared);
+        let mut guard = shared.lock();
         let Shared { dns, shell, armed_for } = &mut *guard;
         shell.flush();
         let next = dns.next_timeout();
@@ -518,7 +515,7 @@ async fn run(
     // SAFETY: shutdown(2) on a descriptor the Arc keeps open.
     unsafe { libc::shutdown(udp.as_raw_fd(), libc::SHUT_RD) };
     let _ = tokio::task::spawn_blocking(move || udp_thread.join()).await;
-    let mut guard = lock(&shared);
+    let mut guard = shared.lock();
     for (_, t) in guard.shell.inflight.drain() {
         t.abort();
     }
