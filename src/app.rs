@@ -75,13 +75,17 @@ async fn follow_wan_address(
             continue;
         };
         let old = rules.wan_ip;
-        rules.wan_ip = new;
-        let reload = rules.clone();
-        match tokio::task::spawn_blocking(move || crate::net::firewall::reload(&reload)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!("cannot move the firewall rules to the new WAN address: {e:#}"),
-            Err(e) => warn!("cannot move the firewall rules to the new WAN address: {e}"),
+        let reload = crate::net::firewall::Rules { wan_ip: new, ..rules.clone() };
+        let reloaded = match tokio::task::spawn_blocking(move || crate::net::firewall::reload(&reload)).await {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = reloaded {
+            // The NAT stays on the old address with the rules, and the next poll tries again.
+            warn!("cannot move the firewall rules to the new WAN address (will retry): {e:#}");
+            continue;
         }
+        rules.wan_ip = new;
         let (done, applied) = tokio::sync::oneshot::channel();
         if nat.send(crate::datapath::Request::SetWanIp(new, done)).is_err() {
             return Ok(()); // the packet loop has ended; its own task reports why
