@@ -116,9 +116,10 @@ fn labs_built_at_the_same_moment_leave_each_other_alone() {
                 let (start, built) = (start.clone(), built.clone());
                 std::thread::spawn(move || {
                     start.wait();
-                    let lab = gatekeeper::lab::Lab::new(gatekeeper::lab::LabOptions { clients: 1, host_link: false })
-                        .unwrap();
+                    let lab = gatekeeper::lab::Lab::new(gatekeeper::lab::LabOptions { clients: 1, host_link: false });
+                    // Past the barrier before any panic, so that a failed lab cannot leave the others waiting.
                     built.wait();
+                    let lab = lab.unwrap();
                     // Every other lab has run its cleanup of stale labs by now; ours must be whole.
                     let left = namespaces_of(&lab.id);
                     assert_eq!(left.len(), 3, "lab {}: namespaces {left:?}", lab.id);
