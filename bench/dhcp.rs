@@ -65,7 +65,7 @@ fn preload_ip(i: usize) -> Ipv4Addr {
 }
 
 fn mac_text(m: &[u8; 6]) -> String {
-    gatekeeper::dhcp::server::fmt_mac(m)
+    gatekeeper::types::Mac(*m).to_string()
 }
 
 fn start_server(lab: &Lab, server: Server, held: usize, dir: &Path) -> Result<Proc> {
@@ -83,7 +83,7 @@ fn start_server(lab: &Lab, server: Server, held: usize, dir: &Path) -> Result<Pr
                     client_id.extend_from_slice(&mac);
                     store.append(&Record::Bound(Lease {
                         client_id,
-                        mac,
+                        mac: gatekeeper::types::Mac(mac),
                         ip: preload_ip(i),
                         hostname: None,
                         expires: expiry,

@@ -2,14 +2,15 @@
 //! the original project), then command-line flags. Later sources override earlier ones field by field.
 //! Every bad value is rejected with an error that names the value and says what is expected.
 
-use crate::dhcp::ethers::parse_mac;
 use crate::dhcp::lease::StaticLease;
 use crate::dhcp::server::RelayPool;
+pub use crate::ports::forward::{PortForward, Protocols};
+use crate::ports::forward::{self, ForwardError};
+use crate::types::Mac;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/gatekeeper";
@@ -109,106 +110,20 @@ impl Default for DhcpSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocols {
-    Tcp,
-    Udp,
-    Both,
-}
-
-impl Protocols {
-    fn overlaps(self, other: Protocols) -> bool {
-        self == Protocols::Both || other == Protocols::Both || self == other
+impl From<ForwardError> for ConfigError {
+    fn from(e: ForwardError) -> ConfigError {
+        ConfigError(e.0)
     }
 }
 
-impl fmt::Display for Protocols {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocols::Tcp => "tcp",
-            Protocols::Udp => "udp",
-            Protocols::Both => "tcp+udp",
-        })
-    }
-}
-
-/// An explicit port forward: traffic to the WAN address on `external_port` goes to `internal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PortForward {
-    pub protocols: Protocols,
-    pub external_port: u16,
-    pub internal: SocketAddrV4,
-}
-
-impl fmt::Display for PortForward {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} -> {}", self.external_port, self.protocols, self.internal)
-    }
-}
-
-const FORWARD_FORMS: &str =
-    "expected IP:PORT (e.g. 10.0.0.5:25565), optionally EXTERNAL_PORT=IP:PORT and a /tcp or /udp suffix";
-
-/// Parses one `PORT_FORWARDING` entry: `IP:PORT`, `EXT=IP:PORT`, each optionally suffixed `/tcp` or `/udp`.
+/// Parses one `PORT_FORWARDING` entry (see [`forward::parse_port_forward`]).
 pub fn parse_port_forward(entry: &str) -> Result<PortForward, ConfigError> {
-    let bad = |why: &str| ConfigError(format!("port forward {entry:?}: {why}; {FORWARD_FORMS}"));
-    let (body, protocols) = match entry.rsplit_once('/') {
-        Some((body, "tcp")) => (body, Protocols::Tcp),
-        Some((body, "udp")) => (body, Protocols::Udp),
-        Some((_, other)) => return Err(bad(&format!("unknown protocol {other:?} (use tcp or udp)"))),
-        None => (entry, Protocols::Both),
-    };
-    let (external, target) = match body.split_once('=') {
-        Some((ext, target)) => (Some(ext), target),
-        None => (None, body),
-    };
-    let (ip, port) = target.rsplit_once(':').ok_or_else(|| bad("missing ':PORT'"))?;
-    let ip: Ipv4Addr = ip.parse().map_err(|_| bad(&format!("{ip:?} is not an IPv4 address")))?;
-    let port = parse_port(port).map_err(|why| bad(&why))?;
-    let external_port = match external {
-        Some(ext) => parse_port(ext).map_err(|why| bad(&why))?,
-        None => port,
-    };
-    let forward = PortForward { protocols, external_port, internal: SocketAddrV4::new(ip, port) };
-    validate_forward_target(&forward).map_err(|why| bad(&why))?;
-    Ok(forward)
+    Ok(forward::parse_port_forward(entry)?)
 }
 
-fn parse_port(s: &str) -> Result<u16, String> {
-    match s.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("{s:?} is not a port (1-65535)")),
-        Ok(p) => Ok(p),
-    }
-}
-
-fn validate_forward_target(f: &PortForward) -> Result<(), String> {
-    let ip = *f.internal.ip();
-    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() || ip.is_link_local() {
-        return Err(format!("{ip} cannot be a LAN host"));
-    }
-    Ok(())
-}
-
-/// Parses the whole `PORT_FORWARDING` variable: entries separated by spaces, commas or newlines.
+/// Parses the whole `PORT_FORWARDING` variable (see [`forward::parse_port_forwards`]).
 pub fn parse_port_forwards(value: &str) -> Result<Vec<PortForward>, ConfigError> {
-    value.split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty()).map(parse_port_forward).collect()
-}
-
-/// Rejects two forwards claiming the same external port and protocol.
-fn check_forward_conflicts(forwards: &[PortForward]) -> Result<(), ConfigError> {
-    for (i, a) in forwards.iter().enumerate() {
-        for b in &forwards[..i] {
-            if a.external_port == b.external_port && a.protocols.overlaps(b.protocols) && a != b {
-                return err(format!(
-                    "port forwards {b} and {a} both claim external port {}; each external port and protocol can go \
-                     to one LAN host only",
-                    a.external_port
-                ));
-            }
-        }
-    }
-    Ok(())
+    Ok(forward::parse_port_forwards(value)?)
 }
 
 /// Interface names as the kernel accepts them (IFNAMSIZ - 1 bytes, no '/', ':' or whitespace).
@@ -316,7 +231,7 @@ impl FileDhcp {
             out.hosts = p.clone();
         }
         for s in &self.statics {
-            let mac = parse_mac(&s.mac).ok_or_else(|| {
+            let mac = Mac::parse(&s.mac).ok_or_else(|| {
                 ConfigError(format!(
                     "config file [[dhcp.static]]: {:?} is not a MAC address; expected six hex pairs like \
                      aa:bb:cc:dd:ee:ff",
@@ -479,7 +394,7 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
     }
     let mut seen = std::collections::HashSet::new();
     port_forwards.retain(|f| seen.insert(*f));
-    check_forward_conflicts(&port_forwards)?;
+    forward::check_forward_conflicts(&port_forwards)?;
 
     let dhcp = match &file.dhcp {
         Some(d) => d.settings()?,
@@ -713,7 +628,7 @@ mod tests {
         assert_eq!(c.dhcp.range, Some(([10, 0, 0, 100].into(), [10, 0, 0, 199].into())));
         assert_eq!(c.dhcp.lease_secs, Some(3600));
         assert_eq!(c.dhcp.ethers, PathBuf::from("/nonexistent/ethers"));
-        assert_eq!(c.dhcp.static_leases[0].mac, [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01]);
+        assert_eq!(c.dhcp.static_leases[0].mac, Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01]));
         assert_eq!(c.dhcp.static_leases[0].hostname.as_deref(), Some("printer"));
         assert_eq!(c.dhcp.relays[0].range, ([10, 77, 0, 1].into(), [10, 77, 255, 254].into()));
 

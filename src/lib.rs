@@ -11,5 +11,7 @@ mod labels;
 pub mod logging;
 pub mod nat;
 pub mod net;
+pub mod ports;
 pub mod state;
+pub mod types;
 pub mod web;

@@ -8,23 +8,14 @@
 //! with a warning (the first one wins, like a lookup in these files).
 
 use super::lease::StaticLease;
+use crate::types::Mac;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// Parses `aa:bb:cc:dd:ee:ff`, `AA-BB-CC-DD-EE-FF` or `8:0:20:1:2:3`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let sep = if s.contains(':') { ':' } else { '-' };
-    let mut mac = [0u8; 6];
-    let mut n = 0;
-    for part in s.split(sep) {
-        if n == 6 || part.is_empty() || part.len() > 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        mac[n] = u8::from_str_radix(part, 16).ok()?;
-        n += 1;
-    }
-    (n == 6).then_some(mac)
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    Mac::parse(s)
 }
 
 fn strip_comment(line: &str) -> &str {
@@ -65,7 +56,7 @@ fn unusable(ip: Ipv4Addr) -> Option<&'static str> {
 pub fn parse_ethers(text: &str, resolve: impl Fn(&str) -> Option<Ipv4Addr>) -> (Vec<StaticLease>, Vec<String>) {
     let mut leases: Vec<StaticLease> = Vec::new();
     let mut warnings = Vec::new();
-    let mut by_mac: HashMap<[u8; 6], usize> = HashMap::new();
+    let mut by_mac: HashMap<Mac, usize> = HashMap::new();
     let mut by_ip: HashMap<Ipv4Addr, usize> = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
@@ -86,7 +77,7 @@ pub fn parse_ethers(text: &str, resolve: impl Fn(&str) -> Option<Ipv4Addr>) -> (
             warnings.push(format!("line {n}: '{mac_s}' is not a MAC address (like aa:bb:cc:dd:ee:ff)"));
             continue;
         };
-        if mac[0] & 1 != 0 || mac == [0; 6] {
+        if mac.0[0] & 1 != 0 || mac == Mac([0; 6]) {
             warnings.push(format!("line {n}: {mac_s} is not a device's address (multicast or zero)"));
             continue;
         }
@@ -169,11 +160,11 @@ mod tests {
 
     #[test]
     fn macs() {
-        let m = [0xaa, 0xbb, 0xcc, 0x0d, 0xee, 0xff];
+        let m = Mac([0xaa, 0xbb, 0xcc, 0x0d, 0xee, 0xff]);
         assert_eq!(parse_mac("aa:bb:cc:0d:ee:ff"), Some(m));
         assert_eq!(parse_mac("AA-BB-CC-0D-EE-FF"), Some(m));
         assert_eq!(parse_mac("aa:BB:cc:d:ee:ff"), Some(m));
-        assert_eq!(parse_mac("8:0:20:1:2:3"), Some([8, 0, 0x20, 1, 2, 3]));
+        assert_eq!(parse_mac("8:0:20:1:2:3"), Some(Mac([8, 0, 0x20, 1, 2, 3])));
         for bad in [
             "",
             "aa:bb:cc:dd:ee",
@@ -226,7 +217,7 @@ aa:bb:cc:dd:ee:0b 127.0.0.1
 ";
         let hosts = parse_hosts("10.0.0.20 printer.lan printer\n10.0.0.21 nas\n");
         let (leases, warnings) = parse_ethers(text, |n| hosts.get(&n.to_ascii_lowercase()).copied());
-        let mac = |b: u8| [0xaa, 0xbb, 0xcc, 0xdd, 0xee, b];
+        let mac = |b: u8| Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, b]);
         assert_eq!(
             leases,
             vec![
@@ -266,7 +257,7 @@ aa:bb:cc:dd:ee:0b 127.0.0.1
         assert_eq!(
             l,
             vec![StaticLease {
-                mac: [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 1],
+                mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 1]),
                 ip: Ipv4Addr::new(10, 1, 2, 3),
                 hostname: Some("tv".into())
             }]

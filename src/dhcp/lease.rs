@@ -1,5 +1,6 @@
 //! Lease records: what the server core hands out, what the store persists, and what other subsystems hear about.
 
+use crate::types::Mac;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
@@ -8,8 +9,7 @@ use std::net::Ipv4Addr;
 pub struct Lease {
     #[serde(with = "hex_bytes")]
     pub client_id: Vec<u8>,
-    #[serde(with = "mac_text")]
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub ip: Ipv4Addr,
     /// Sanitized host name (option 12 or 81): lowercase letters, digits and '-', at most 63 bytes.
     pub hostname: Option<String>,
@@ -31,8 +31,7 @@ pub enum Record {
 /// A fixed address for a MAC, from the config file or /etc/ethers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaticLease {
-    #[serde(with = "mac_text")]
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub ip: Ipv4Addr,
     pub hostname: Option<String>,
 }
@@ -44,20 +43,6 @@ pub enum LeaseEvent {
     Renewed(Lease),
     Released(Lease),
     Expired(Lease),
-}
-
-/// MACs as `aa:bb:cc:dd:ee:ff` in JSON (the lease log has its own binary encoding).
-mod mac_text {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::dhcp::server::fmt_mac(mac))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
-        let text = String::deserialize(d)?;
-        crate::dhcp::ethers::parse_mac(&text).ok_or_else(|| D::Error::custom(format!("{text:?} is not a MAC address")))
-    }
 }
 
 /// Byte strings as hex in JSON.
@@ -86,7 +71,7 @@ mod tests {
     fn json_shows_readable_mac_and_client_id() {
         let l = Lease {
             client_id: vec![1, 0xaa, 0xbb],
-            mac: [0xaa, 0xbb, 0xcc, 0, 1, 2],
+            mac: Mac([0xaa, 0xbb, 0xcc, 0, 1, 2]),
             ip: [10, 0, 0, 5].into(),
             hostname: Some("tv".into()),
             expires: 7,

@@ -33,7 +33,7 @@ pub(crate) fn encode(
     if spec.kind == MessageType::Nak && !req.giaddr.is_unspecified() {
         flags |= 0x8000;
     }
-    let mut m = Message::new_with_id(req.xid, spec.ciaddr, spec.yiaddr, Ipv4Addr::UNSPECIFIED, req.giaddr, &req.mac);
+    let mut m = Message::new_with_id(req.xid, spec.ciaddr, spec.yiaddr, Ipv4Addr::UNSPECIFIED, req.giaddr, &req.mac.0);
     m.set_opcode(Opcode::BootReply).set_htype(HType::Eth).set_flags(Flags::new(flags));
     let o = m.opts_mut();
     o.insert(DhcpOption::MessageType(spec.kind));

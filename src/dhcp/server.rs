@@ -11,6 +11,7 @@ use super::options::{self, ReplySpec};
 use super::pool::Pool;
 use super::wire::{self, Request};
 use crate::labels::labelled_enum;
+use crate::types::Mac;
 use dhcproto::v4::MessageType;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -112,7 +113,7 @@ impl DhcpConfig {
         }
         let (mut ips, mut macs) = (HashSet::new(), HashSet::new());
         for s in &self.static_leases {
-            let mac = fmt_mac(&s.mac);
+            let mac = s.mac;
             if !nets.iter().any(|n| n.contains(&s.ip)) {
                 return err(format!("static lease {mac} -> {}: address outside every DHCP subnet", s.ip));
             }
@@ -142,10 +143,6 @@ fn check_range(what: &str, subnet: Ipv4Net, (a, b): (Ipv4Addr, Ipv4Addr)) -> Res
         )));
     }
     Ok(())
-}
-
-pub fn fmt_mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
 }
 
 labelled_enum! {
@@ -217,7 +214,7 @@ pub enum Destination {
     Unicast(SocketAddrV4),
     /// Unicast to `ip`:68 (yiaddr) at link-layer address `mac`: the client has no address yet, so it cannot answer
     /// ARP; the shell installs a neighbour entry ip -> mac first (or, if it cannot, broadcasts).
-    Hardware { ip: Ipv4Addr, mac: [u8; 6] },
+    Hardware { ip: Ipv4Addr, mac: Mac },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,7 +245,7 @@ pub struct Server {
     cfg: DhcpConfig,
     /// `pools[0]` is the LAN's; then one per relay pool, in config order.
     pools: Vec<Pool>,
-    statics: HashMap<[u8; 6], StaticLease>,
+    statics: HashMap<Mac, StaticLease>,
     static_ips: HashSet<Ipv4Addr>,
     leases: HashMap<Vec<u8>, Lease>,
     offers: HashMap<Vec<u8>, Offer>,
@@ -280,7 +277,7 @@ impl Server {
         now: u64,
     ) -> Result<Server, DhcpConfigError> {
         cfg.validate()?;
-        let statics: HashMap<[u8; 6], StaticLease> = cfg.static_leases.iter().map(|s| (s.mac, s.clone())).collect();
+        let statics: HashMap<Mac, StaticLease> = cfg.static_leases.iter().map(|s| (s.mac, s.clone())).collect();
         let static_ips: HashSet<Ipv4Addr> = statics.values().map(|s| s.ip).collect();
         let reserved = |ip: Ipv4Addr| ip == cfg.server_ip || static_ips.contains(&ip);
         let mut pools = vec![Pool::new(cfg.subnet, cfg.range, cfg.server_ip, reserved)];
@@ -431,7 +428,7 @@ impl Server {
         }
         let cid: Vec<u8> = match &req.client_id {
             Some(id) => id.to_vec(),
-            None => [&[1u8][..], &req.mac[..]].concat(),
+            None => [&[1u8][..], &req.mac.0[..]].concat(),
         };
         match kind {
             MessageType::Discover => self.discover(&req, link, cid, now),
@@ -539,7 +536,7 @@ impl Server {
     }
 
     /// May `cid` (with `mac`, on `link`) hold `ip`? Its static address, or an address it holds, or a free one.
-    fn may_bind(&self, cid: &[u8], mac: &[u8; 6], ip: Ipv4Addr, link: usize) -> bool {
+    fn may_bind(&self, cid: &[u8], mac: &Mac, ip: Ipv4Addr, link: usize) -> bool {
         if let Some(st) = self.static_for(mac, link) {
             return st.ip == ip;
         }
@@ -725,7 +722,7 @@ impl Server {
             .or_else(|| self.leases.get(cid).and_then(|l| l.hostname.clone()))
     }
 
-    fn static_for(&self, mac: &[u8; 6], link: usize) -> Option<&StaticLease> {
+    fn static_for(&self, mac: &Mac, link: usize) -> Option<&StaticLease> {
         self.statics.get(mac).filter(|s| self.pools[link].subnet.contains(&s.ip))
     }
 

@@ -5,7 +5,7 @@ use dhcproto::v4::{Decodable, DhcpOption, Encodable, Encoder, Flags, Message, Op
 
 const NOW: u64 = 1_700_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
-const NAS_MAC: [u8; 6] = [0xaa, 0, 0, 0, 0, 0x01];
+const NAS_MAC: Mac = Mac([0xaa, 0, 0, 0, 0, 0x01]);
 const NAS_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 150);
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 const LEASE: u32 = 3600;
@@ -28,18 +28,18 @@ fn server() -> Server {
     Server::new(cfg(), vec![], vec![], NOW).unwrap()
 }
 
-fn mac(n: u32) -> [u8; 6] {
+fn mac(n: u32) -> Mac {
     let b = n.to_be_bytes();
-    [0x02, 0x42, b[0], b[1], b[2], b[3]]
+    Mac([0x02, 0x42, b[0], b[1], b[2], b[3]])
 }
 
 fn any() -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT)
 }
 
-fn pkt(kind: MessageType, mac: [u8; 6], f: impl FnOnce(&mut Message)) -> Vec<u8> {
+fn pkt(kind: MessageType, mac: Mac, f: impl FnOnce(&mut Message)) -> Vec<u8> {
     let z = Ipv4Addr::UNSPECIFIED;
-    let mut m = Message::new_with_id(0xdead_beef, z, z, z, z, &mac);
+    let mut m = Message::new_with_id(0xdead_beef, z, z, z, z, &mac.0);
     m.opts_mut().insert(DhcpOption::MessageType(kind));
     f(&mut m);
     let mut buf = Vec::new();
@@ -47,24 +47,24 @@ fn pkt(kind: MessageType, mac: [u8; 6], f: impl FnOnce(&mut Message)) -> Vec<u8>
     buf
 }
 
-fn discover(mac: [u8; 6]) -> Vec<u8> {
+fn discover(mac: Mac) -> Vec<u8> {
     pkt(MessageType::Discover, mac, |_| {})
 }
 
-fn select(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+fn select(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
     pkt(MessageType::Request, mac, |m| {
         m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
         m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
     })
 }
 
-fn renew(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+fn renew(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
     pkt(MessageType::Request, mac, |m| {
         m.set_ciaddr(ip);
     })
 }
 
-fn init_reboot(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+fn init_reboot(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
     pkt(MessageType::Request, mac, |m| {
         m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
     })
@@ -94,15 +94,15 @@ fn ok(s: &mut Server, p: &[u8], now: u64) -> Outcome {
 }
 
 /// DISCOVER then REQUEST; returns the address and the ACK's outcome.
-fn dora(s: &mut Server, mac: [u8; 6], now: u64) -> (Ipv4Addr, Outcome) {
+fn dora(s: &mut Server, mac: Mac, now: u64) -> (Ipv4Addr, Outcome) {
     let offer = ok(s, &discover(mac), now);
     let ip = decode(offer.reply.as_ref().unwrap()).yiaddr();
     let ack = ok(s, &select(mac, ip), now);
     (ip, ack)
 }
 
-fn lease_for(ip: Ipv4Addr, m: [u8; 6], expires: u64) -> Lease {
-    Lease { client_id: [&[1u8][..], &m[..]].concat(), mac: m, ip, hostname: Some("old".into()), expires }
+fn lease_for(ip: Ipv4Addr, m: Mac, expires: u64) -> Lease {
+    Lease { client_id: [&[1u8][..], &m.0[..]].concat(), mac: m, ip, hostname: Some("old".into()), expires }
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn full_dora() {
     let o = decode(&r);
     assert_eq!(o.opcode(), dhcproto::v4::Opcode::BootReply);
     assert_eq!(o.xid(), 0xdead_beef);
-    assert_eq!(o.chaddr(), &m[..]);
+    assert_eq!(o.chaddr(), &m.0[..]);
     assert_eq!(kind(&o), MessageType::Offer);
     let ip = o.yiaddr();
     assert!(s.pools[0].in_range(ip) && ip != NAS_IP);
@@ -180,7 +180,7 @@ fn renew_unicast_and_rebind_broadcast() {
     assert_eq!(r.to, Destination::Unicast(SocketAddrV4::new(ip, 68)));
     let a = decode(r);
     assert_eq!((kind(&a), a.yiaddr(), a.ciaddr()), (MessageType::Ack, ip, ip));
-    let lease = s.lease(&[&[1u8][..], &m[..]].concat()).unwrap().clone();
+    let lease = s.lease(&[&[1u8][..], &m.0[..]].concat()).unwrap().clone();
     assert_eq!(lease.expires, t1 + 3600);
     assert_eq!(o.events, vec![LeaseEvent::Renewed(lease.clone())]);
     assert_eq!(o.records, vec![Record::Bound(lease)]);
@@ -374,7 +374,7 @@ fn release_frees() {
     });
     let o = ok(&mut s, &rel, NOW + 10);
     assert!(o.reply.is_none());
-    let cid = [&[1u8][..], &m[..]].concat();
+    let cid = [&[1u8][..], &m.0[..]].concat();
     assert_eq!(o.records, vec![Record::Released { client_id: cid.clone(), ip }]);
     assert!(matches!(o.events[..], [LeaseEvent::Released(ref l)] if l.ip == ip));
     assert_eq!(s.leases().count(), 0);
@@ -433,7 +433,7 @@ fn decline_quarantines_until_expiry() {
     let o = ok(&mut s, &dec, NOW + 1);
     assert!(o.reply.is_none());
     let until = NOW + 1 + DECLINE_SECS;
-    let cid = [&[1u8][..], &m[..]].concat();
+    let cid = [&[1u8][..], &m.0[..]].concat();
     assert_eq!(o.records, vec![Record::Released { client_id: cid, ip }, Record::Declined { ip, until }]);
     assert!(matches!(o.events[..], [LeaseEvent::Released(_)]));
     assert_eq!(s.declined().collect::<Vec<_>>(), vec![(ip, until)]);
@@ -659,7 +659,7 @@ fn expiry_events() {
     let out = s.expire(NOW + 3600);
     assert_eq!(out.len(), 1);
     let (rec, ev) = &out[0];
-    assert_eq!(*rec, Record::Released { client_id: [&[1u8][..], &mac(1)[..]].concat(), ip: ip1 });
+    assert_eq!(*rec, Record::Released { client_id: [&[1u8][..], &mac(1).0[..]].concat(), ip: ip1 });
     assert!(matches!(ev, LeaseEvent::Expired(l) if l.ip == ip1));
     assert_eq!(s.next_expiry(), Some(NOW + 3610));
     assert_eq!(s.expire(NOW + 100_000).len(), 1);
@@ -717,7 +717,7 @@ fn discover_flood_keeps_existing_leases_renewable() {
         x ^= x >> 7;
         x ^= x << 17;
         let b = x.to_be_bytes();
-        let m = [b[0] & 0xfe, b[1], b[2], b[3], b[4], b[5]];
+        let m = Mac([b[0] & 0xfe, b[1], b[2], b[3], b[4], b[5]]);
         match s.handle(&discover(m), any(), NOW + 1) {
             Ok(o) => {
                 let ip = decode(o.reply.as_ref().unwrap()).yiaddr();

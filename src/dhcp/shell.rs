@@ -78,7 +78,7 @@ fn bind(ifname: &str) -> Result<UdpSocket> {
 }
 
 /// Puts `ip -> mac` in the ARP table, so a unicast reply reaches a client that has no address yet (RFC 2131 4.1).
-fn set_arp(sock: &UdpSocket, ifname: &str, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
+fn set_arp(sock: &UdpSocket, ifname: &str, ip: Ipv4Addr, mac: crate::types::Mac) -> bool {
     // SAFETY: arpreq is plain old data; zeroed is a valid value.
     let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
     let pa = libc::sockaddr_in {
@@ -90,7 +90,7 @@ fn set_arp(sock: &UdpSocket, ifname: &str, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
     // SAFETY: sockaddr_in fits in sockaddr (both 16 bytes).
     req.arp_pa = unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(pa) };
     req.arp_ha.sa_family = libc::ARPHRD_ETHER;
-    for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac) {
+    for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac.0) {
         *d = s as libc::c_char;
     }
     req.arp_flags = libc::ATF_COM;

@@ -36,6 +36,7 @@
 
 use super::lease::{Lease, Record};
 use crate::state::write_atomic;
+use crate::types::Mac;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -141,7 +142,7 @@ fn encode_bound(out: &mut Vec<u8>, l: &Lease) {
     let start = begin_frame(out);
     out.push(TAG_BOUND);
     put_bytes(out, &l.client_id);
-    out.extend_from_slice(&l.mac);
+    out.extend_from_slice(&l.mac.0);
     out.extend_from_slice(&l.ip.octets());
     out.extend_from_slice(&l.expires.to_le_bytes());
     match &l.hostname {
@@ -251,7 +252,7 @@ pub fn decode_payload(payload: &[u8]) -> Option<Record> {
                 1 => Some(String::from_utf8(r.bytes()?).ok()?),
                 _ => return None,
             };
-            Record::Bound(Lease { client_id, mac, ip, hostname, expires })
+            Record::Bound(Lease { client_id, mac: Mac(mac), ip, hostname, expires })
         }
         TAG_RELEASED => {
             let client_id = r.bytes()?;
@@ -943,7 +944,7 @@ mod tests {
         let b = n.to_be_bytes();
         Lease {
             client_id: vec![1, 0x02, 0, b[0], b[1], b[2], b[3]],
-            mac: [0x02, 0, b[0], b[1], b[2], b[3]],
+            mac: Mac([0x02, 0, b[0], b[1], b[2], b[3]]),
             ip: Ipv4Addr::from(0x0a00_0000 + n),
             hostname: (!n.is_multiple_of(3)).then(|| format!("host-{n}")),
             expires: 2_000_000_000 + n as u64,

@@ -70,7 +70,7 @@ pub struct Request<'a> {
     pub ciaddr: Ipv4Addr,
     pub giaddr: Ipv4Addr,
     /// The first `hlen` (6) bytes of chaddr.
-    pub mac: [u8; 6],
+    pub mac: crate::types::Mac,
     pub msg_type: u8,
     pub requested_ip: Option<Ipv4Addr>,
     pub server_id: Option<Ipv4Addr>,
@@ -197,7 +197,7 @@ pub fn parse(p: &[u8]) -> Result<Request<'_>, DropReason> {
         flags: u16::from_be_bytes([p[10], p[11]]),
         ciaddr: be32(p, 12).into(),
         giaddr: be32(p, 24).into(),
-        mac,
+        mac: crate::types::Mac(mac),
         msg_type,
         requested_ip: ipv4(requested)?,
         server_id: ipv4(server_id)?,

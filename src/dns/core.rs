@@ -19,6 +19,7 @@ use super::local::{LocalZone, push_opt};
 use super::log::{Device, LogEntry, Logged, QueryLog};
 use super::wire::{self, Edns, Query, QueryError, Section};
 use crate::labels::labelled_enum;
+use crate::types::Mac;
 use ipnet::Ipv4Net;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -586,7 +587,7 @@ impl Dns {
     }
 
     /// Local zone + device identity, from DHCP lease events and static hosts. `name` is a bare label ("laptop").
-    pub fn set_host(&mut self, name: Option<&str>, ip: Ipv4Addr, mac: Option<[u8; 6]>) {
+    pub fn set_host(&mut self, name: Option<&str>, ip: Ipv4Addr, mac: Option<Mac>) {
         self.zone.set_host(name, ip, mac);
     }
 

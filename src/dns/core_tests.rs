@@ -462,7 +462,7 @@ fn mismatched_answers_are_ignored() {
 #[test]
 fn local_zone() {
     let mut t = T::new(cfg());
-    let mac = [2, 0, 0, 0, 0, 0x50];
+    let mac = Mac([2, 0, 0, 0, 0, 0x50]);
     t.dns.set_host(Some("Laptop"), Ipv4Addr::new(192, 168, 1, 50), Some(mac));
     t.dns.set_host(Some("nas"), Ipv4Addr::new(192, 168, 1, 60), None);
     let check = |t: &mut T, q: Vec<u8>, rc: ResponseCode, want: Option<RData>| {
@@ -819,7 +819,7 @@ fn query_log_ring_and_name_map() {
     c.log_entries_per_device = 5;
     c.max_devices = 2;
     let mut t = T::new(c);
-    let mac = [2, 0, 0, 0, 0, 0x65];
+    let mac = Mac([2, 0, 0, 0, 0, 0x65]);
     t.dns.set_host(Some("phone"), Ipv4Addr::new(192, 168, 1, 101), Some(mac)); // client(1)
     for i in 0..8 {
         t.ask(&cq(&format!("h{i}.lan."), RecordType::A, 1, None), client(1));

@@ -31,7 +31,7 @@ struct Local {
 #[derive(Debug, Clone)]
 struct Host {
     name: Option<Vec<u8>>,
-    mac: Option<[u8; 6]>,
+    mac: Option<crate::types::Mac>,
 }
 
 pub struct LocalZone {
@@ -107,7 +107,7 @@ impl LocalZone {
 
     /// Adds or replaces the host at `ip`. A name that is not a plain label (letters, digits, '-', '_') is ignored;
     /// the newest holder of a name wins it.
-    pub fn set_host(&mut self, name: Option<&str>, ip: Ipv4Addr, mac: Option<[u8; 6]>) {
+    pub fn set_host(&mut self, name: Option<&str>, ip: Ipv4Addr, mac: Option<crate::types::Mac>) {
         self.remove_host(ip);
         let name = name.map(|n| n.to_ascii_lowercase().into_bytes()).filter(|n| valid_label(n));
         if let Some(n) = &name
@@ -128,7 +128,7 @@ impl LocalZone {
         }
     }
 
-    pub fn mac_of(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
+    pub fn mac_of(&self, ip: Ipv4Addr) -> Option<crate::types::Mac> {
         self.by_ip.get(&ip).and_then(|h| h.mac)
     }
 

@@ -5,26 +5,10 @@
 //! (the older one is cleared, keeping its memory), which approximates LRU at O(1).
 
 use super::wire;
+pub use crate::types::Device;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-
-/// Who made a query: the MAC when DHCP told us one for the client's address, else the address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Device {
-    Mac([u8; 6]),
-    Ip(IpAddr),
-}
-
-/// In JSON a device is its MAC (`aa:bb:..`) or its address, as text.
-impl serde::Serialize for Device {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Device::Mac(m) => s.serialize_str(&crate::dhcp::server::fmt_mac(m)),
-            Device::Ip(ip) => s.collect_str(ip),
-        }
-    }
-}
 
 /// One logged query, as the rest of the program reads it.
 #[derive(Clone, Debug, serde::Serialize)]

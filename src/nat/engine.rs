@@ -32,7 +32,7 @@ use super::table::{
 };
 use super::wire::*;
 use super::*;
-use crate::config::Protocols;
+use crate::ports::forward::Protocols;
 
 pub struct Nat {
     cfg: NatConfig,

@@ -15,7 +15,7 @@ mod tests;
 pub use checksum::complete_l4_checksum;
 pub use engine::Nat;
 
-use crate::config::PortForward;
+use crate::ports::forward::PortForward;
 use crate::labels::labelled_enum;
 use serde::Serialize;
 use serde::ser::SerializeMap;

@@ -4,7 +4,7 @@
 use super::checksum::{fold, pseudo_header, sum};
 use super::wire::*;
 use super::*;
-use crate::config::{PortForward, Protocols};
+use crate::ports::forward::{PortForward, Protocols};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);

@@ -11,7 +11,7 @@
 //! - filter: from the WAN, the router accepts only replies to its own connections (conntrack still tracks the
 //!   router's own traffic); WAN -> LAN passes only what we translated (marked).
 
-use crate::config::{PortForward, Protocols};
+use crate::ports::forward::{PortForward, Protocols};
 use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 use std::io::Write;
@@ -303,8 +303,8 @@ mod tests {
             queue_count: 2,
             router_ports: (61000, 65535),
             forwards: vec![
-                crate::config::parse_port_forward("62000=10.0.0.5:22/tcp").unwrap(),
-                crate::config::parse_port_forward("10.0.0.6:25565").unwrap(),
+                crate::ports::forward::parse_port_forward("62000=10.0.0.5:22/tcp").unwrap(),
+                crate::ports::forward::parse_port_forward("10.0.0.6:25565").unwrap(),
             ],
         };
         let s = r.script();

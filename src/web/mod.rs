@@ -59,7 +59,7 @@ async fn index(State(ctx): State<Context>) -> impl IntoResponse {
         .map(|l| {
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&mac(&l.mac)),
+                escape(&l.mac.to_string()),
                 l.ip,
                 escape(l.hostname.as_deref().unwrap_or(""))
             )
@@ -117,9 +117,6 @@ async fn api_dns(State(ctx): State<Context>) -> impl IntoResponse {
     Json(view)
 }
 
-fn mac(m: &[u8; 6]) -> String {
-    crate::dhcp::server::fmt_mac(m)
-}
 
 pub async fn serve(ctx: Context) -> Result<()> {
     let addr = SocketAddr::from((ctx.lan.router, ctx.config.web_port));
