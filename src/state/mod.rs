@@ -1,5 +1,13 @@
 //! The state directory: one running instance per directory (an flock), and atomic file replacement so that a
-//! `kill -9` at any moment leaves either the old or the new content, never a torn file.
+//! `kill -9` at any moment leaves either the old or the new content, never a torn file. [`log`] is the durable,
+//! group-committed record log that subsystems keep in it.
+
+pub mod log;
+
+pub use log::{
+    COMPACT_MIN_BYTES, COMPACT_RATIO, Codec, Committer, CommitterStats, Durable, Frames, GATHER, Loaded, Log, LogStats,
+    MAX_BATCH_RECORDS, MAX_PAYLOAD, push_frame, read_records,
+};
 
 use anyhow::{Context, Result, bail};
 use std::fs::{self, File, OpenOptions};
