@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bytes;
 pub mod config;
+pub mod counters;
 pub mod datapath;
 pub mod dhcp;
 pub mod dns;
