@@ -4,8 +4,8 @@
 
 use crate::dhcp::lease::StaticLease;
 use crate::dhcp::server::RelayPool;
-pub use crate::ports::forward::{PortForward, Protocols};
 use crate::ports::forward::{self, ForwardError};
+pub use crate::ports::forward::{PortForward, Protocols};
 use crate::types::Mac;
 use ipnet::Ipv4Net;
 use serde::Deserialize;

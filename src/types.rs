@@ -123,6 +123,9 @@ impl<'de> Deserialize<'de> for Device {
     }
 }
 
+/// The local domain: every device is `NAME.lan`. DHCP hands it out (option 15) and DNS answers for it.
+pub const LOCAL_DOMAIN: &str = "lan";
+
 /// The program's one time: milliseconds on the Unix epoch's scale. [`Time::now`] reads a clock that never goes
 /// back (the monotonic clock, anchored once to the wall clock at the first reading), so timeouts are immune to the
 /// wall clock being set, and times shown or stored (leases, query logs, traffic) are still Unix times. The cores

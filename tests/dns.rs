@@ -185,6 +185,44 @@ fn every_upstream_down_gives_servfail_within_5_s_and_failover_works() {
 }
 
 #[test]
+fn an_ethers_host_resolves_as_name_lan_before_it_takes_a_lease() {
+    let lab = lab(2);
+    let _knot = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();
+    // The gateway's `/etc/ethers` and `/etc/hosts` are files of the lab's (the config names them): the machine's
+    // own stay untouched.
+    let mac = lab.client_mac(1).unwrap();
+    let ethers = lab.dir().join("ethers");
+    let hosts = lab.dir().join("hosts");
+    std::fs::write(&ethers, format!("# static hosts\n{mac} printer\n")).unwrap();
+    std::fs::write(&hosts, "10.0.0.77 printer\n").unwrap();
+    let cfg = config_file(
+        &lab,
+        "gatekeeper.toml",
+        &format!(
+            "[dns]\nupstreams = [\"{WAN_ADDR}:53\"]\n[dhcp]\nethers = \"{}\"\nhosts = \"{}\"\n",
+            ethers.display(),
+            hosts.display()
+        ),
+    );
+    let state = state_dir(&lab, "state");
+    let mut gw =
+        start_ready(&lab, &["--state-dir", state.to_str().unwrap(), "--config", cfg.to_str().unwrap()], "gw.log");
+    gw.wait_for_log("DNS server ready", Duration::from_secs(20)).unwrap();
+    address_client(&lab, 2);
+    let other = lab.client(2);
+    // Nobody has asked for a lease yet.
+    assert_eq!(dig(&lab, &other, &["+short", "@10.0.0.1", "printer.lan", "A"]).trim(), "10.0.0.77", "{}", gw.log());
+    assert_eq!(dig(&lab, &other, &["+short", "@10.0.0.1", "-x", "10.0.0.77"]).trim(), "printer.lan.");
+    // It takes its lease, at its static address, and gives it back: the name stays (it is static).
+    let mut printer = lab.dhcp_client(1, DhcpClient::Udhcpc, None).unwrap();
+    let bound = printer.wait_event(0, &["bound"], Duration::from_secs(30)).unwrap();
+    assert_eq!(field(&bound, "ip"), Some("10.0.0.77"), "{bound}");
+    printer.release(&lab).unwrap();
+    gw.wait_for_log("Released(", Duration::from_secs(10)).unwrap();
+    assert_eq!(dig(&lab, &other, &["+short", "@10.0.0.1", "printer.lan", "A"]).trim(), "10.0.0.77");
+}
+
+#[test]
 fn dhcp_host_names_resolve_as_name_lan_with_ptr() {
     let lab = lab(2);
     let _knot = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();

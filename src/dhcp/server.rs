@@ -78,7 +78,7 @@ impl DhcpConfig {
             range: (range.0.into(), range.1.into()),
             lease_secs: DEFAULT_LEASE_SECS,
             dns: Vec::new(),
-            domain: "lan".into(),
+            domain: crate::types::LOCAL_DOMAIN.into(),
             static_leases: Vec::new(),
             relay_pools: Vec::new(),
         }
@@ -202,6 +202,28 @@ impl Stats {
     /// (reason, count) for every reason, zeros included, in `DropReason::ALL` order.
     pub fn drops(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL.iter().map(|&r| (r, self.dropped(r)))
+    }
+
+    /// The counters in the program's one shape: `received{type}`, `sent{type}`, `expired`, `dropped{reason}`.
+    pub fn counters(&self) -> crate::counters::Counters {
+        let mut c = crate::counters::Counters::new();
+        for (t, n) in [
+            ("discover", self.discover),
+            ("request", self.request),
+            ("decline", self.decline),
+            ("release", self.release),
+            ("inform", self.inform),
+        ] {
+            c.labelled("received", "type", t, n);
+        }
+        for (t, n) in [("offer", self.offer), ("ack", self.ack), ("nak", self.nak)] {
+            c.labelled("sent", "type", t, n);
+        }
+        c.counter("expired", self.expired);
+        for (r, n) in self.drops() {
+            c.labelled("dropped", "reason", r.as_str(), n);
+        }
+        c
     }
 }
 

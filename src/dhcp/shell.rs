@@ -8,16 +8,15 @@
 use super::lease::{LeaseEvent, Record};
 use super::server::{CLIENT_PORT, Destination, DhcpConfig, DropReason, Reply, SERVER_PORT, Server};
 use super::store::{Committer, Durable, LeaseStore};
-use crate::app::Context;
-use crate::config::ConfigError;
-use anyhow::{Context as _, Result};
+use crate::hosts::{Hosts, HostsWriter};
+use anyhow::{Context as _, Result, anyhow};
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
-use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 const BATCH: usize = 256;
@@ -27,30 +26,40 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// The server configuration from the LAN plan and the `[dhcp]` settings (plus /etc/ethers).
-pub fn server_config(ctx: &Context) -> Result<DhcpConfig, ConfigError> {
-    let settings = &ctx.config.dhcp;
-    let mut cfg = DhcpConfig::new(ctx.lan.router, ctx.lan.subnet);
-    if let Some(r) = settings.range {
-        cfg.range = r;
+/// What the DHCP server needs to run (`app::settings` builds it from the config and the LAN plan).
+pub struct Settings {
+    pub server: DhcpConfig,
+    /// The LAN interface: the socket is bound to it, so the WAN never reaches the server.
+    pub interface: String,
+    pub state_dir: std::path::PathBuf,
+}
+
+/// The rest of the program's way to the DHCP server: its view on request, and the hosts table it publishes.
+#[derive(Clone)]
+pub struct DhcpHandle {
+    views: crate::views::Views<DhcpView>,
+    pub hosts: Hosts,
+}
+
+impl DhcpHandle {
+    /// The current leases and counters; empty once the server has stopped.
+    pub async fn view(&self) -> DhcpView {
+        self.views.get().await
     }
-    if let Some(l) = settings.lease_secs {
-        cfg.lease_secs = l;
-    }
-    cfg.static_leases = settings.static_leases.clone();
-    let (from_ethers, warnings) = super::ethers::read_static_leases(&settings.ethers, &settings.hosts);
-    for w in warnings {
-        warn!("{}: {w}", settings.ethers.display());
-    }
-    for s in from_ethers {
-        // The config file wins over /etc/ethers for the same MAC or address.
-        if !cfg.static_leases.iter().any(|c| c.mac == s.mac || c.ip == s.ip) {
-            cfg.static_leases.push(s);
-        }
-    }
-    cfg.relay_pools = settings.relays.clone();
-    cfg.validate().map_err(|e| ConfigError(format!("DHCP: {e}")))?;
-    Ok(cfg)
+}
+
+/// The handle, and the server's task (run it until `shutdown`). The hosts table starts with the static hosts, so
+/// they resolve before the server has even opened its lease log.
+pub fn start(settings: Settings, shutdown: CancellationToken) -> (DhcpHandle, impl Future<Output = Result<()>>) {
+    let statics = settings.server.static_leases.iter().map(|s| crate::hosts::Host {
+        ip: s.ip,
+        mac: s.mac,
+        name: s.hostname.as_deref().and_then(|h| super::hostname::sanitize(h.as_bytes())),
+        source: crate::hosts::Source::Static,
+    });
+    let (writer, hosts) = crate::hosts::table(statics);
+    let (views, queries) = crate::views::channel();
+    (DhcpHandle { views, hosts }, serve(settings, writer, queries, shutdown))
 }
 
 fn bind(ifname: &str) -> Result<UdpSocket> {
@@ -104,7 +113,7 @@ fn set_arp(sock: &UdpSocket, ifname: &str, ip: Ipv4Addr, mac: crate::types::Mac)
 struct Shell {
     sock: UdpSocket,
     ifname: String,
-    events: broadcast::Sender<LeaseEvent>,
+    hosts: HostsWriter,
     arp_failures: u64,
     send_failures: u64,
 }
@@ -139,8 +148,10 @@ impl Shell {
     fn publish(&self, events: Vec<LeaseEvent>) {
         for e in events {
             debug!(event = ?e, "lease");
-            // No receiver yet is fine.
-            let _ = self.events.send(e);
+            match e {
+                LeaseEvent::Granted(l) | LeaseEvent::Renewed(l) => self.hosts.leased(l.ip, l.mac, l.hostname),
+                LeaseEvent::Released(l) | LeaseEvent::Expired(l) => self.hosts.ended(l.ip),
+            }
         }
     }
 }
@@ -152,37 +163,20 @@ pub struct DhcpView {
     pub leases: Vec<super::lease::Lease>,
     pub free_addresses: usize,
     /// Messages by type, drops by reason, and the shell's own failures.
-    pub counters: std::collections::BTreeMap<String, u64>,
+    pub counters: crate::counters::Counters,
 }
 
 fn view(server: &Server, shell: &Shell) -> DhcpView {
-    let st = server.stats();
-    let mut counters: std::collections::BTreeMap<String, u64> = [
-        ("discover", st.discover),
-        ("request", st.request),
-        ("decline", st.decline),
-        ("release", st.release),
-        ("inform", st.inform),
-        ("offer", st.offer),
-        ("ack", st.ack),
-        ("nak", st.nak),
-        ("expired", st.expired),
-        ("arp_failures", shell.arp_failures),
-        ("send_failures", shell.send_failures),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    for (reason, n) in st.drops() {
-        counters.insert(format!("dropped_{}", reason.as_str()), n);
-    }
+    let mut counters = server.stats().counters();
+    counters
+        .counter("arp_failures", shell.arp_failures)
+        .counter("send_failures", shell.send_failures)
+        .gauge("leases", server.leases().count() as u64)
+        .gauge("free_addresses", server.free_addresses() as u64);
     let mut leases: Vec<_> = server.leases().cloned().collect();
     leases.sort_by_key(|l| l.ip);
     DhcpView { leases, free_addresses: server.free_addresses(), counters }
 }
-
-/// A request for a `DhcpView`, answered on the oneshot.
-pub type ViewRequest = tokio::sync::oneshot::Sender<DhcpView>;
 
 type Held = Vec<(Option<Reply>, Vec<LeaseEvent>)>;
 
@@ -191,20 +185,23 @@ async fn after_sync(durable: Durable, held: Held) -> (Result<()>, Held) {
     (durable.await, held)
 }
 
-pub async fn serve(
-    ctx: Context,
-    events: broadcast::Sender<LeaseEvent>,
-    mut queries: tokio::sync::mpsc::Receiver<ViewRequest>,
+async fn serve(
+    settings: Settings,
+    hosts: HostsWriter,
+    mut queries: crate::views::ViewRequests<DhcpView>,
+    shutdown: CancellationToken,
 ) -> Result<()> {
-    let cfg = server_config(&ctx)?;
+    let Settings { server: cfg, interface: ifname, state_dir } = settings;
     let now = unix_now();
-    let (store, loaded) = LeaseStore::open(&ctx.config.state_dir, now)?;
+    let (store, loaded) = LeaseStore::open(&state_dir, now)?;
     if loaded.torn_bytes_dropped > 0 {
         warn!(bytes = loaded.torn_bytes_dropped, "the lease log ended in a torn write (a crash mid-write); ignored it");
     }
     let committer = Committer::start(store, &loaded)?;
-    let mut server = Server::new(cfg, loaded.leases, loaded.declined, now).map_err(|e| ConfigError(e.0))?;
-    let ifname = ctx.lan.lan_interface().to_owned();
+    let mut server = Server::new(cfg, loaded.leases, loaded.declined, now).map_err(|e| anyhow!("DHCP: {}", e.0))?;
+    for l in server.leases() {
+        hosts.leased(l.ip, l.mac, l.hostname.clone());
+    }
     let sock = bind(&ifname)?;
     info!(
         interface = %ifname,
@@ -213,7 +210,7 @@ pub async fn serve(
         range = %format!("{}-{}", server.config().range.0, server.config().range.1),
         "DHCP server ready"
     );
-    let mut shell = Shell { sock, ifname, events, arp_failures: 0, send_failures: 0 };
+    let mut shell = Shell { sock, ifname, hosts, arp_failures: 0, send_failures: 0 };
     let mut waiting = FuturesOrdered::new();
     let mut buf = vec![0u8; 4096];
     let mut reported: HashSet<DropReason> = HashSet::new();
@@ -225,7 +222,7 @@ pub async fn serve(
     tokio::pin!(tick);
     loop {
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break,
             ready = shell.sock.readable() => {
                 ready?;
                 let now = unix_now();

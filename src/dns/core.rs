@@ -63,7 +63,7 @@ impl DnsConfig {
     pub fn new(router_ip: Ipv4Addr, lan_subnet: Ipv4Net, upstreams: Vec<SocketAddr>) -> Self {
         DnsConfig {
             upstreams,
-            domain: "lan".into(),
+            domain: crate::types::LOCAL_DOMAIN.into(),
             router_ip,
             router_names: vec!["gatekeeper".into(), "router".into()],
             lan_subnet,
@@ -612,6 +612,40 @@ impl Dns {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The counters in the program's one shape: replies by kind, upstream outcomes, `dropped{reason}`, and the
+    /// cache's size as a gauge.
+    pub fn counters(&self) -> crate::counters::Counters {
+        let s = &self.stats;
+        let mut c = crate::counters::Counters::new();
+        for (name, n) in [
+            ("queries", s.queries),
+            ("cache_hits", s.cache_hits),
+            ("cache_misses", s.cache_misses),
+            ("local", s.local),
+            ("coalesced", s.coalesced),
+            ("upstream_sent", s.upstream_sent),
+            ("upstream_answered", s.upstream_answered),
+            ("upstream_timeouts", s.upstream_timeouts),
+            ("upstream_failures", s.upstream_failures),
+            ("upstream_errors", s.upstream_errors),
+            ("upstream_mismatched", s.upstream_mismatched),
+            ("upstream_malformed", s.upstream_malformed),
+            ("upstream_stale", s.upstream_stale),
+            ("tcp_retries", s.tcp_retries),
+            ("servfail", s.servfail),
+            ("formerr", s.formerr),
+            ("notimp", s.notimp),
+            ("cache_evictions", s.cache_evictions),
+        ] {
+            c.counter(name, n);
+        }
+        for (r, n) in s.drops() {
+            c.labelled("dropped", "reason", r.as_str(), n);
+        }
+        c.gauge("cache_entries", self.cache_len() as u64);
+        c
     }
 
     pub fn upstreams(&self) -> &[SocketAddr] {

@@ -60,12 +60,12 @@ impl QueryLog {
         if !self.devices.contains_key(d) {
             if self.devices.len() >= self.max_devices {
                 // Least recently used device out: O(devices), only when a new device appears.
-                if let Some(old) = self.devices.iter().min_by_key(|(_, l)| l.last_used).map(|(k, _)| k.clone()) {
+                if let Some(old) = self.devices.iter().min_by_key(|(_, l)| l.last_used).map(|(k, _)| *k) {
                     self.devices.remove(&old);
                 }
             }
             self.devices.insert(
-                d.clone(),
+                *d,
                 DeviceLog {
                     ring: VecDeque::with_capacity(self.per_device),
                     names: HashMap::new(),
@@ -124,7 +124,7 @@ impl QueryLog {
     pub fn devices(&self) -> Vec<Device> {
         let mut v: Vec<(&Device, u64)> = self.devices.iter().map(|(d, l)| (d, l.last_used)).collect();
         v.sort_by_key(|&(_, t)| std::cmp::Reverse(t));
-        v.into_iter().map(|(d, _)| d.clone()).collect()
+        v.into_iter().map(|(d, _)| *d).collect()
     }
 
     pub fn name_for(&self, d: &Device, remote: IpAddr) -> Option<&str> {

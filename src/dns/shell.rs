@@ -10,13 +10,12 @@
 
 use super::resolvconf;
 use super::{Action, ClientRef, Device, Dns, DnsConfig, Handled, LogEntry, QueryHandle, Transport};
-use crate::app::Context;
-use crate::dhcp::lease::LeaseEvent;
+use crate::hosts::{Change, Hosts, Update};
 use crate::net::coalesce::{CoalescePolicy, Coalescer, tight_timer_slack};
 use crate::net::mmsg::{RecvBatch, SendBatch};
 use anyhow::{Context as _, Result, anyhow};
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -24,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -57,7 +56,7 @@ fn now_ms() -> u64 {
 #[derive(Debug, Default, serde::Serialize)]
 pub struct DnsView {
     pub upstreams: Vec<SocketAddr>,
-    pub stats: serde_json::Value,
+    pub counters: crate::counters::Counters,
     pub devices: Vec<DeviceQueries>,
 }
 
@@ -67,15 +66,44 @@ pub struct DeviceQueries {
     pub queries: Vec<LogEntry>,
 }
 
-pub type ViewRequest = oneshot::Sender<DnsView>;
+/// What the DNS server needs to run (`app::settings` builds it from the config and the LAN plan).
+pub struct Settings {
+    /// The core's settings; its `router_ip` is where the server listens.
+    pub core: DnsConfig,
+    /// The LAN interface the sockets are bound to.
+    pub interface: String,
+}
 
-/// Upstreams from the config, else the machine's resolvers (never ourselves).
-pub fn upstreams(ctx: &Context) -> Vec<SocketAddr> {
-    if !ctx.config.dns.upstreams.is_empty() {
-        return ctx.config.dns.upstreams.clone();
+/// The rest of the program's way to the DNS server.
+#[derive(Clone)]
+pub struct DnsHandle {
+    views: crate::views::Views<DnsView>,
+}
+
+impl DnsHandle {
+    /// Upstreams, counters and every device's recent queries; empty once the server has stopped.
+    pub async fn view(&self) -> DnsView {
+        self.views.get().await
+    }
+}
+
+/// The handle, and the server's task. `hosts` (published by DHCP) fills the `NAME.lan` zone.
+pub fn start(
+    settings: Settings,
+    hosts: Hosts,
+    shutdown: CancellationToken,
+) -> (DnsHandle, impl Future<Output = Result<()>>) {
+    let (views, queries) = crate::views::channel();
+    (DnsHandle { views }, serve(settings, hosts, queries, shutdown))
+}
+
+/// Upstreams from the config, else the machine's resolvers (never the router itself).
+pub fn upstreams(configured: &[SocketAddr], router: Ipv4Addr) -> Vec<SocketAddr> {
+    if !configured.is_empty() {
+        return configured.to_vec();
     }
     let files: Vec<&std::path::Path> = resolvconf::SYSTEM_FILES.iter().map(std::path::Path::new).collect();
-    resolvconf::system_upstreams(&files, &[IpAddr::V4(ctx.lan.router)])
+    resolvconf::system_upstreams(&files, &[IpAddr::V4(router)])
 }
 
 /// The client socket: blocking, for the UDP thread's receive (sends never block: `MSG_DONTWAIT`).
@@ -177,20 +205,20 @@ async fn serve_tcp(
     let _ = closed.send(client.conn);
 }
 
-/// Runs the DNS server on its own thread until `ctx.shutdown`.
-pub async fn serve(
-    ctx: Context,
-    leases: broadcast::Receiver<LeaseEvent>,
-    views: mpsc::Receiver<ViewRequest>,
+/// Runs the DNS server on its own thread until `shutdown`.
+async fn serve(
+    settings: Settings,
+    hosts: Hosts,
+    views: crate::views::ViewRequests<DnsView>,
+    shutdown: CancellationToken,
 ) -> Result<()> {
     let (done_tx, done_rx) = oneshot::channel();
     let upstream_rt = tokio::runtime::Handle::current();
     std::thread::Builder::new().name("dns".into()).spawn(move || {
-        let result = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| tokio::task::LocalSet::new().block_on(&rt, run(ctx, leases, views, upstream_rt)));
+        let result =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+                |rt| tokio::task::LocalSet::new().block_on(&rt, run(settings, hosts, views, shutdown, upstream_rt)),
+            );
         let _ = done_tx.send(result);
     })?;
     done_rx.await.unwrap_or_else(|_| Err(anyhow!("the DNS thread panicked")))
@@ -267,34 +295,35 @@ impl Shell {
     }
 }
 
-fn apply_lease(dns: &mut Dns, e: &LeaseEvent) {
-    match e {
-        LeaseEvent::Granted(l) | LeaseEvent::Renewed(l) => dns.set_host(l.hostname.as_deref(), l.ip, Some(l.mac)),
-        LeaseEvent::Released(l) | LeaseEvent::Expired(l) => dns.remove_host(l.ip),
-    }
-}
-
-/// Every current lease from the DHCP server, to load into the local zone.
-async fn current_leases(ctx: &Context) -> Vec<crate::dhcp::lease::Lease> {
-    let (tx, rx) = oneshot::channel();
-    if ctx.dhcp.send(tx).await.is_ok()
-        && let Ok(view) = rx.await
-    {
-        return view.leases;
-    }
-    Vec::new()
-}
-
-fn load_leases(dns: &mut Dns, leases: &[crate::dhcp::lease::Lease]) {
-    for l in leases {
-        dns.set_host(l.hostname.as_deref(), l.ip, Some(l.mac));
+/// Keeps the local zone equal to the hosts table; `known` is every address the zone has from it.
+fn apply_hosts(dns: &mut Dns, known: &mut HashSet<Ipv4Addr>, update: Update) {
+    match update {
+        Update::Change(Change::Set(h)) => {
+            dns.set_host(h.name.as_deref(), h.ip, Some(h.mac));
+            known.insert(h.ip);
+        }
+        Update::Change(Change::Removed(ip)) => {
+            dns.remove_host(ip);
+            known.remove(&ip);
+        }
+        Update::Resync(all) => {
+            let now: HashSet<Ipv4Addr> = all.iter().map(|h| h.ip).collect();
+            for gone in known.difference(&now) {
+                dns.remove_host(*gone);
+            }
+            for h in all {
+                dns.set_host(h.name.as_deref(), h.ip, Some(h.mac));
+            }
+            *known = now;
+        }
+        Update::Closed => {}
     }
 }
 
 fn view(dns: &Dns) -> DnsView {
     DnsView {
         upstreams: dns.upstreams().to_vec(),
-        stats: serde_json::to_value(dns.stats()).unwrap_or_default(),
+        counters: dns.counters(),
         devices: dns.devices().into_iter().map(|d| DeviceQueries { queries: dns.query_log(&d), device: d }).collect(),
     }
 }
@@ -370,25 +399,24 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, shared: Locked, stop: CancellationT
 }
 
 async fn run(
-    ctx: Context,
-    mut leases: broadcast::Receiver<LeaseEvent>,
-    mut views: mpsc::Receiver<ViewRequest>,
+    settings: Settings,
+    hosts: Hosts,
+    mut views: crate::views::ViewRequests<DnsView>,
+    shutdown: CancellationToken,
     upstream_rt: tokio::runtime::Handle,
 ) -> Result<()> {
-    let router = ctx.lan.router;
-    let ifname = ctx.lan.lan_interface().to_owned();
-    let ups = upstreams(&ctx);
+    let Settings { core: cfg, interface: ifname } = settings;
+    let router = cfg.router_ip;
+    let ups = cfg.upstreams.clone();
     if ups.is_empty() {
         warn!("no DNS upstream (none configured, none in /etc/resolv.conf): only local names will resolve");
     }
-    let mut cfg = DnsConfig::new(router, ctx.lan.subnet, ups.clone());
-    cfg.domain = "lan".into();
-    cfg.cache_entries = ctx.config.dns.cache_size;
     let mut dns = Dns::new(cfg, u64::from_ne_bytes(rand_seed()));
-    for s in &ctx.config.dhcp.static_leases {
-        dns.set_host(s.hostname.as_deref(), s.ip, Some(s.mac));
-    }
-    load_leases(&mut dns, &current_leases(&ctx).await);
+    // Static hosts and current leases, then every change: names resolve before their device takes a lease.
+    let (now_hosts, mut host_changes) = hosts.subscribe();
+    let mut known = HashSet::new();
+    apply_hosts(&mut dns, &mut known, Update::Resync(now_hosts));
+    let mut hosts_open = true;
 
     let udp = Arc::new(bind_udp(router, &ifname)?);
     let tcp = bind_tcp(router, &ifname)?;
@@ -429,7 +457,7 @@ async fn run(
 
     let result = loop {
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => break Ok(()),
+            _ = shutdown.cancelled() => break Ok(()),
             _ = &mut udp_ended => break Err(anyhow!("the DNS UDP thread stopped")),
             _ = rearm.notified() => {}
             Some(first) = response_rx.recv() => {
@@ -478,14 +506,10 @@ async fn run(
                 tokio::task::spawn_local(serve_tcp(stream, client, tcp_tx.clone(), arx, closed_tx.clone()));
             }
             Some(conn) = closed_rx.recv() => { shared.lock().shell.conns.remove(&conn); }
-            event = leases.recv() => match event {
-                Ok(e) => apply_lease(&mut shared.lock().dns, &e),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let all = current_leases(&ctx).await;
-                    load_leases(&mut shared.lock().dns, &all);
-                }
-                Err(broadcast::error::RecvError::Closed) => {}
-            },
+            update = host_changes.next(), if hosts_open => {
+                hosts_open = !matches!(update, Update::Closed);
+                apply_hosts(&mut shared.lock().dns, &mut known, update);
+            }
             Some(req) = views.recv() => { let _ = req.send(view(&shared.lock().dns)); }
             _ = &mut timer => {
                 // A fired sleep stays ready: park it far away until the core asks again.

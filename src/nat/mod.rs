@@ -15,8 +15,8 @@ mod tests;
 pub use checksum::complete_l4_checksum;
 pub use engine::Nat;
 
-use crate::ports::forward::PortForward;
 use crate::labels::labelled_enum;
+use crate::ports::forward::PortForward;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -111,4 +111,3 @@ pub fn check_forward_conflicts(forwards: &[PortForward]) -> Result<(), ForwardEr
     }
     Ok(())
 }
-

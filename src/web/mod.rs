@@ -1,7 +1,8 @@
 //! The web UI: axum on the router's LAN address only (so it is closed to the WAN by construction).
 //! For now it shows the LAN set-up; devices, traffic and ports arrive with their subsystems.
 
-use crate::app::Context;
+use crate::dhcp::shell::DhcpHandle;
+use crate::dns::shell::DnsHandle;
 use anyhow::{Context as _, Result};
 use axum::extract::State;
 use axum::response::{Html, IntoResponse};
@@ -11,25 +12,36 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use tracing::info;
 
-#[derive(Serialize)]
-struct Status {
-    lan_interface: String,
-    lan_ports: Vec<String>,
-    subnet: String,
-    router: String,
-    wan: Option<String>,
-    port_forwards: Vec<String>,
+/// The LAN set-up as the UI shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub lan_interface: String,
+    pub lan_ports: Vec<String>,
+    pub subnet: String,
+    pub router: String,
+    pub wan: Option<String>,
+    pub port_forwards: Vec<String>,
 }
 
-fn status(ctx: &Context) -> Status {
-    Status {
-        lan_interface: ctx.lan.lan_interface().to_owned(),
-        lan_ports: ctx.lan.ports.iter().map(|p| p.name.clone()).collect(),
-        subnet: ctx.lan.subnet.to_string(),
-        router: ctx.lan.router.to_string(),
-        wan: ctx.lan.wan.as_ref().map(|w| w.name.clone()),
-        port_forwards: ctx.config.port_forwards.iter().map(|f| f.to_string()).collect(),
-    }
+/// Where the UI listens and what it shows of the set-up (`app::settings::web`).
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub status: Status,
+}
+
+/// The subsystems the UI reads, through their handles.
+#[derive(Clone)]
+pub struct Handles {
+    pub dhcp: DhcpHandle,
+    pub dns: DnsHandle,
+    /// Empty without a WAN, and until the WAN has an address (the NAT starts then).
+    pub nat: std::sync::Arc<std::sync::OnceLock<std::sync::mpsc::Sender<crate::datapath::Request>>>,
+}
+
+#[derive(Clone)]
+struct Web {
+    status: std::sync::Arc<Status>,
+    handles: Handles,
 }
 
 /// Escapes text for HTML: interface names and, later, device-chosen host names are hostile input.
@@ -48,11 +60,11 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-async fn index(State(ctx): State<Context>) -> impl IntoResponse {
-    let s = status(&ctx);
+async fn index(State(web): State<Web>) -> impl IntoResponse {
+    let s = &web.status;
     let row = |k: &str, v: &str| format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
     let forwards = if s.port_forwards.is_empty() { "none".to_owned() } else { s.port_forwards.join(", ") };
-    let dhcp = dhcp_view(&ctx).await;
+    let dhcp = web.handles.dhcp.view().await;
     let devices: String = dhcp
         .leases
         .iter()
@@ -80,26 +92,18 @@ async fn index(State(ctx): State<Context>) -> impl IntoResponse {
     ))
 }
 
-async fn api_status(State(ctx): State<Context>) -> Json<Status> {
-    Json(status(&ctx))
+async fn api_status(State(web): State<Web>) -> Json<Status> {
+    Json((*web.status).clone())
 }
 
-/// The DHCP server's current view; empty if it is not running.
-async fn dhcp_view(ctx: &Context) -> crate::dhcp::shell::DhcpView {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if ctx.dhcp.send(tx).await.is_err() {
-        return Default::default();
-    }
-    rx.await.unwrap_or_default()
-}
-
-async fn api_dhcp(State(ctx): State<Context>) -> impl IntoResponse {
-    Json(dhcp_view(&ctx).await)
+/// The DHCP server's leases and counters; empty if it is not running.
+async fn api_dhcp(State(web): State<Web>) -> impl IntoResponse {
+    Json(web.handles.dhcp.view().await)
 }
 
 /// The NAT's mappings, connections and counters (what every WAN port is used for).
-async fn api_nat(State(ctx): State<Context>) -> impl IntoResponse {
-    let Some(nat) = ctx.nat.get() else { return Json(crate::datapath::NatView::default()) };
+async fn api_nat(State(web): State<Web>) -> impl IntoResponse {
+    let Some(nat) = web.handles.nat.get() else { return Json(crate::datapath::NatView::default()) };
     let (tx, rx) = tokio::sync::oneshot::channel();
     if nat.send(crate::datapath::Request::Snapshot(tx)).is_err() {
         return Json(Default::default());
@@ -108,29 +112,22 @@ async fn api_nat(State(ctx): State<Context>) -> impl IntoResponse {
 }
 
 /// Per-device DNS query logs and the resolver's counters.
-async fn api_dns(State(ctx): State<Context>) -> impl IntoResponse {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let view = match ctx.dns.send(tx).await {
-        Ok(()) => rx.await.unwrap_or_default(),
-        Err(_) => Default::default(),
-    };
-    Json(view)
+async fn api_dns(State(web): State<Web>) -> impl IntoResponse {
+    Json(web.handles.dns.view().await)
 }
 
-
-pub async fn serve(ctx: Context) -> Result<()> {
-    let addr = SocketAddr::from((ctx.lan.router, ctx.config.web_port));
+pub async fn serve(settings: Settings, handles: Handles, shutdown: tokio_util::sync::CancellationToken) -> Result<()> {
+    let addr = settings.listen;
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("web UI cannot listen on {addr}"))?;
     info!("web UI on http://{addr}/");
-    let shutdown = ctx.shutdown.clone();
     let app = Router::new()
         .route("/", get(index))
         .route("/api/status", get(api_status))
         .route("/api/dhcp", get(api_dhcp))
         .route("/api/dns", get(api_dns))
         .route("/api/nat", get(api_nat))
-        .with_state(ctx);
+        .with_state(Web { status: std::sync::Arc::new(settings.status), handles });
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     Ok(())
 }

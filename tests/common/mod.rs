@@ -98,3 +98,15 @@ pub fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
         f()
     })
 }
+
+/// The value of the counter `name` with these labels in an API view's `counters` list (the program's one counter
+/// shape: `{"name","labels","kind","value"}`), summed over the matches; `None` if there is none.
+pub fn counter(counters: &serde_json::Value, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    let mut found = None;
+    for c in counters.as_array()?.iter().filter(|c| c["name"] == name) {
+        if labels.iter().all(|(k, v)| c["labels"][k] == *v) {
+            *found.get_or_insert(0) += c["value"].as_u64()?;
+        }
+    }
+    found
+}

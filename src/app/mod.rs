@@ -1,4 +1,7 @@
-//! Starts the subsystems, owns shutdown and teardown.
+//! Starts the subsystems, owns shutdown and teardown. It only wires: `settings` maps the configuration onto each
+//! subsystem, and the subsystems reach each other through their handles.
+
+pub mod settings;
 
 use crate::config::{Config, ConfigError};
 use crate::net::netlink::Netlink;
@@ -21,20 +24,6 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     } else {
         1
     }
-}
-
-/// What every subsystem gets: where to stop, and the LAN it serves.
-#[derive(Clone)]
-pub struct Context {
-    pub shutdown: CancellationToken,
-    pub config: Config,
-    pub lan: plan::Plan,
-    /// Asks the DHCP server for its leases and counters (the web UI, the DNS local zone).
-    pub dhcp: tokio::sync::mpsc::Sender<crate::dhcp::shell::ViewRequest>,
-    /// Asks the DNS server for its per-device query logs and counters (the web UI).
-    pub dns: tokio::sync::mpsc::Sender<crate::dns::shell::ViewRequest>,
-    /// Asks the NAT packet loop for its tables (the web UI); empty without a WAN, and until the WAN has an address.
-    pub nat: std::sync::Arc<std::sync::OnceLock<std::sync::mpsc::Sender<crate::datapath::Request>>>,
 }
 
 /// The router's own sockets use these ports; the NAT never maps onto them, so replies to the router's own
@@ -145,10 +134,7 @@ async fn start_nat(
     let queues = rules.queues();
     lan.install_firewall(&rules)?;
     let follow_rules = rules.clone();
-    let mut nat_cfg = crate::nat::NatConfig::new(wan_ip, lan.plan.subnet, lan.plan.router);
-    nat_cfg.port_range = NAT_PORTS;
-    nat_cfg.forwards = config.port_forwards.clone();
-    let nat = crate::nat::Nat::new(nat_cfg, rand::random());
+    let nat = crate::nat::Nat::new(settings::nat(config, &lan.plan, wan_ip), rand::random());
     let (req_tx, req_rx) = std::sync::mpsc::channel();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -229,14 +215,22 @@ pub async fn run(config: Config) -> Result<()> {
         let _ = nat_cell.set(tx);
     }
 
-    let (dhcp, dhcp_queries) = tokio::sync::mpsc::channel(16);
-    let (dns, dns_queries) = tokio::sync::mpsc::channel(16);
-    let ctx = Context { shutdown, config, lan: lan.plan.clone(), dhcp, dns, nat: nat_cell };
-    // Subsystems (DHCP, DNS, web; NAT above) run as tasks, each stopping when `ctx.shutdown` is cancelled.
-    let (lease_events, dns_leases) = tokio::sync::broadcast::channel(1024);
-    tasks.spawn(crate::dhcp::shell::serve(ctx.clone(), lease_events.clone(), dhcp_queries));
-    tasks.spawn(crate::dns::shell::serve(ctx.clone(), dns_leases, dns_queries));
-    tasks.spawn(crate::web::serve(ctx.clone()));
+    // Subsystems (DHCP, DNS, web; NAT above) run as tasks, each stopping when `shutdown` is cancelled.
+    let subsystems =
+        (|| Ok::<_, ConfigError>((settings::dhcp(&config, &lan.plan)?, settings::dns(&config, &lan.plan))))();
+    let (dhcp_settings, dns_settings) = match subsystems {
+        Ok(s) => s,
+        Err(e) => {
+            lan.teardown(&nl).await?;
+            return Err(e.into());
+        }
+    };
+    let (dhcp, dhcp_task) = crate::dhcp::shell::start(dhcp_settings, shutdown.clone());
+    let (dns, dns_task) = crate::dns::shell::start(dns_settings, dhcp.hosts.clone(), shutdown.clone());
+    let handles = crate::web::Handles { dhcp, dns, nat: nat_cell.clone() };
+    tasks.spawn(dhcp_task);
+    tasks.spawn(dns_task);
+    tasks.spawn(crate::web::serve(settings::web(&config, &lan.plan), handles, shutdown.clone()));
 
     // A subsystem that fails ends the program (after teardown) with its error, so a supervisor restarts it.
     let mut failure = None;
@@ -250,7 +244,7 @@ pub async fn run(config: Config) -> Result<()> {
                 Err(e) => { failure = Some(anyhow::anyhow!("a subsystem panicked: {e}")); "a subsystem panicked" }
             },
             _ = tokio::time::sleep(WAN_POLL), if nat_pending => {
-                let started = start_nat(&nl, &mut lan, &ctx.config, &mut tasks, ctx.shutdown.clone()).await;
+                let started = start_nat(&nl, &mut lan, &config, &mut tasks, shutdown.clone()).await;
                 // Forwarding goes on only after the NAT's rules, so never while there is still no address.
                 let on = match started {
                     Ok(Some(tx)) => lan.enable_forwarding().map(|()| Some(tx)),
@@ -258,7 +252,7 @@ pub async fn run(config: Config) -> Result<()> {
                 };
                 match on {
                     Ok(Some(tx)) => {
-                        let _ = ctx.nat.set(tx);
+                        let _ = nat_cell.set(tx);
                         nat_pending = false;
                         info!("the WAN interface has an address now: NAT and forwarding on");
                     }
@@ -269,7 +263,7 @@ pub async fn run(config: Config) -> Result<()> {
         }
     };
     info!("{reason}: shutting down");
-    ctx.shutdown.cancel();
+    shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await.is_err()
     {
         warn!("subsystems did not stop within 5 s; continuing with teardown");

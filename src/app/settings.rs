@@ -1,0 +1,72 @@
+//! The one place where the configuration and the LAN plan become each subsystem's settings. The subsystems never
+//! read `Config`; `config` never reads theirs.
+
+use crate::config::{Config, ConfigError};
+use crate::dhcp::server::DhcpConfig;
+use crate::dns::DnsConfig;
+use crate::net::plan::Plan;
+use crate::types::LOCAL_DOMAIN;
+use tracing::warn;
+
+/// The DHCP server: the `[dhcp]` settings on the planned subnet, with the static leases of `/etc/ethers` after the
+/// config file's (the config file wins for the same MAC or address).
+pub fn dhcp(config: &Config, lan: &Plan) -> Result<crate::dhcp::shell::Settings, ConfigError> {
+    let settings = &config.dhcp;
+    let mut cfg = DhcpConfig::new(lan.router, lan.subnet);
+    cfg.domain = LOCAL_DOMAIN.into();
+    if let Some(r) = settings.range {
+        cfg.range = r;
+    }
+    if let Some(l) = settings.lease_secs {
+        cfg.lease_secs = l;
+    }
+    cfg.static_leases = settings.static_leases.clone();
+    let (from_ethers, warnings) = crate::dhcp::ethers::read_static_leases(&settings.ethers, &settings.hosts);
+    for w in warnings {
+        warn!("{}: {w}", settings.ethers.display());
+    }
+    for s in from_ethers {
+        if !cfg.static_leases.iter().any(|c| c.mac == s.mac || c.ip == s.ip) {
+            cfg.static_leases.push(s);
+        }
+    }
+    cfg.relay_pools = settings.relays.clone();
+    cfg.validate().map_err(|e| ConfigError(format!("DHCP: {e}")))?;
+    Ok(crate::dhcp::shell::Settings {
+        server: cfg,
+        interface: lan.lan_interface().to_owned(),
+        state_dir: config.state_dir.clone(),
+    })
+}
+
+/// The DNS server on the router's LAN address, forwarding to the configured upstreams or the machine's own.
+pub fn dns(config: &Config, lan: &Plan) -> crate::dns::shell::Settings {
+    let upstreams = crate::dns::shell::upstreams(&config.dns.upstreams, lan.router);
+    let mut cfg = DnsConfig::new(lan.router, lan.subnet, upstreams);
+    cfg.domain = LOCAL_DOMAIN.into();
+    cfg.cache_entries = config.dns.cache_size;
+    crate::dns::shell::Settings { core: cfg, interface: lan.lan_interface().to_owned() }
+}
+
+/// The web UI: where it listens (the LAN address only, so it is closed to the WAN), and what it shows of the set-up.
+pub fn web(config: &Config, lan: &Plan) -> crate::web::Settings {
+    crate::web::Settings {
+        listen: std::net::SocketAddr::from((lan.router, config.web_port)),
+        status: crate::web::Status {
+            lan_interface: lan.lan_interface().to_owned(),
+            lan_ports: lan.ports.iter().map(|p| p.name.clone()).collect(),
+            subnet: lan.subnet.to_string(),
+            router: lan.router.to_string(),
+            wan: lan.wan.as_ref().map(|w| w.name.clone()),
+            port_forwards: config.port_forwards.iter().map(|f| f.to_string()).collect(),
+        },
+    }
+}
+
+/// The NAT on the WAN address it has now; its ephemeral ports stay clear of the router's own (`app::ROUTER_PORTS`).
+pub fn nat(config: &Config, lan: &Plan, wan_ip: std::net::Ipv4Addr) -> crate::nat::NatConfig {
+    let mut cfg = crate::nat::NatConfig::new(wan_ip, lan.subnet, lan.router);
+    cfg.port_range = super::NAT_PORTS;
+    cfg.forwards = config.port_forwards.clone();
+    cfg
+}
