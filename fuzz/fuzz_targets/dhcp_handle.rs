@@ -7,9 +7,10 @@
 use gatekeeper::dhcp::lease::StaticLease;
 use gatekeeper::dhcp::server::{DhcpConfig, RelayPool, Server};
 use libfuzzer_sys::fuzz_target;
+use gatekeeper::types::Time;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-const NOW: u64 = 1_700_000_000;
+const NOW: Time = Time::from_unix_secs(1_700_000_000);
 
 fn server() -> Server {
     let mut cfg = DhcpConfig::new(Ipv4Addr::new(192, 168, 1, 1), "192.168.1.0/24".parse().unwrap());
@@ -38,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         let len = (usize::from(*hi) << 8 | usize::from(*lo)).min(tail.len());
         let (packet, next) = tail.split_at(len);
         let _ = s.handle(packet, from, now);
-        now += u64::from(*lo % 64);
+        now = now.plus_ms(1000 * u64::from(*lo % 64));
         for (_record, _event) in s.expire(now) {}
         let _ = s.next_expiry();
         rest = next;

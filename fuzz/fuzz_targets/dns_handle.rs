@@ -7,10 +7,11 @@
 #![no_main]
 
 use gatekeeper::dns::{Action, ClientRef, Dns, DnsConfig, Transport};
+use gatekeeper::types::Time;
 use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, SocketAddr};
 
-const NOW: u64 = 1_700_000_000_000;
+const NOW: Time = Time::from_unix_ms(1_700_000_000_000);
 
 fn dns() -> Dns {
     let mut cfg = DnsConfig::new(
@@ -54,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     let mut now = NOW;
     for (frame, lo) in frames(data) {
         let _ = d.handle_query(frame, from(lo), now, &mut reply, &mut out);
-        now += u64::from(lo) * 40;
+        now = now.plus_ms(u64::from(lo) * 40);
         d.handle_timeout(now, &mut out);
     }
     let _ = d.devices().iter().map(|dev| d.query_log(dev)).count();
@@ -77,10 +78,10 @@ fuzz_target!(|data: &[u8]| {
         out.clear();
         match lo % 16 {
             15 => d.handle_failure(handle, now, &mut out),
-            14 => d.handle_timeout(now + 1000, &mut out),
+            14 => d.handle_timeout(now.plus_ms(1000), &mut out),
             _ => d.handle_response(handle, &m, now, &mut out),
         }
-        now += u64::from(lo);
+        now = now.plus_ms(u64::from(lo));
         if let Some(next) = out.iter().find_map(|a| match a {
             Action::Query { handle, bytes, .. } => Some((*handle, [bytes[0], bytes[1]])),
             _ => None,

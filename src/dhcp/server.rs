@@ -11,7 +11,7 @@ use super::options::{self, ReplySpec};
 use super::pool::Pool;
 use super::wire::{self, Request};
 use crate::labels::labelled_enum;
-use crate::types::Mac;
+use crate::types::{Mac, Time};
 use dhcproto::v4::MessageType;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -296,8 +296,9 @@ impl Server {
         cfg: DhcpConfig,
         leases: Vec<Lease>,
         declined: Vec<(Ipv4Addr, u64)>,
-        now: u64,
+        now: Time,
     ) -> Result<Server, DhcpConfigError> {
+        let now = now.unix_secs();
         cfg.validate()?;
         let statics: HashMap<Mac, StaticLease> = cfg.static_leases.iter().map(|s| (s.mac, s.clone())).collect();
         let static_ips: HashSet<Ipv4Addr> = statics.values().map(|s| s.ip).collect();
@@ -388,16 +389,18 @@ impl Server {
     }
 
     /// When `expire` next has something to do: the earliest lease expiry, offer timeout or quarantine end.
-    pub fn next_expiry(&self) -> Option<u64> {
+    pub fn next_expiry(&self) -> Option<Time> {
         [&self.lease_expiry, &self.offer_expiry, &self.decline_expiry]
             .iter()
             .filter_map(|set| set.first().map(|&(t, _)| t))
             .min()
+            .map(Time::from_unix_secs)
     }
 
     /// Ends what is due at `now`: expired leases come back as (Released record, Expired event) pairs; timed-out
     /// offers and quarantines are cleared silently.
-    pub fn expire(&mut self, now: u64) -> Vec<(Record, LeaseEvent)> {
+    pub fn expire(&mut self, now: Time) -> Vec<(Record, LeaseEvent)> {
+        let now = now.unix_secs();
         self.reap(now);
         let mut out = Vec::new();
         while let Some(&(t, ip)) = self.lease_expiry.first() {
@@ -418,8 +421,8 @@ impl Server {
 
     /// Handles one datagram that arrived on the server port. `from` is its source (a relay, or a client's address
     /// or 0.0.0.0:68).
-    pub fn handle(&mut self, packet: &[u8], from: SocketAddrV4, now: u64) -> Result<Outcome, DropReason> {
-        let result = self.handle_inner(packet, from, now);
+    pub fn handle(&mut self, packet: &[u8], from: SocketAddrV4, now: Time) -> Result<Outcome, DropReason> {
+        let result = self.handle_inner(packet, from, now.unix_secs());
         match &result {
             Ok(o) => match o.reply.as_ref().map(|r| r.kind) {
                 Some(MessageType::Offer) => self.stats.offer += 1,

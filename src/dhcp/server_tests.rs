@@ -4,6 +4,12 @@ use super::*;
 use dhcproto::v4::{Decodable, DhcpOption, Encodable, Encoder, Flags, Message, OptionCode, UnknownOption};
 
 const NOW: u64 = 1_700_000_000;
+
+/// Unix seconds as the core's time.
+#[allow(non_snake_case)]
+fn T(secs: u64) -> Time {
+    Time::from_unix_secs(secs)
+}
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
 const NAS_MAC: Mac = Mac([0xaa, 0, 0, 0, 0, 0x01]);
 const NAS_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 150);
@@ -25,7 +31,7 @@ fn cfg() -> DhcpConfig {
 }
 
 fn server() -> Server {
-    Server::new(cfg(), vec![], vec![], NOW).unwrap()
+    Server::new(cfg(), vec![], vec![], T(NOW)).unwrap()
 }
 
 fn mac(n: u32) -> Mac {
@@ -88,7 +94,7 @@ fn kind(m: &Message) -> MessageType {
 }
 
 fn ok(s: &mut Server, p: &[u8], now: u64) -> Outcome {
-    let o = s.handle(p, any(), now).unwrap();
+    let o = s.handle(p, any(), T(now)).unwrap();
     s.check_invariants();
     o
 }
@@ -142,7 +148,7 @@ fn full_dora() {
     assert_eq!(ack.events, vec![LeaseEvent::Granted(lease.clone())]);
     assert_eq!(s.leases().collect::<Vec<_>>(), vec![&lease]);
     assert_eq!(s.lease_by_ip(ip), Some(&lease));
-    assert_eq!(s.next_expiry(), Some(NOW + 3600));
+    assert_eq!(s.next_expiry().map(Time::unix_secs), Some(NOW + 3600));
     assert_eq!((s.stats().discover, s.stats().request, s.stats().offer, s.stats().ack), (1, 1, 1, 1));
 }
 
@@ -166,7 +172,7 @@ fn client_identifier_is_the_key() {
     );
     assert!(matches!(&ack.records[..], [Record::Bound(l)] if l.client_id == b"\xffmy-duid" && l.mac == mac(7)));
     // The same MAC without the identifier is another client.
-    assert_eq!(s.handle(&renew(mac(7), ip), any(), NOW).unwrap().reply.unwrap().kind, MessageType::Nak);
+    assert_eq!(s.handle(&renew(mac(7), ip), any(), T(NOW)).unwrap().reply.unwrap().kind, MessageType::Nak);
 }
 
 #[test]
@@ -184,7 +190,7 @@ fn renew_unicast_and_rebind_broadcast() {
     assert_eq!(lease.expires, t1 + 3600);
     assert_eq!(o.events, vec![LeaseEvent::Renewed(lease.clone())]);
     assert_eq!(o.records, vec![Record::Bound(lease)]);
-    assert_eq!(s.next_expiry(), Some(t1 + 3600), "the old expiry is gone");
+    assert_eq!(s.next_expiry().map(Time::unix_secs), Some(t1 + 3600), "the old expiry is gone");
 
     // REBINDING: broadcast, ciaddr set; the ACK still goes to ciaddr.
     let t2 = t1 + u64::from(LEASE * 7 / 8);
@@ -224,12 +230,12 @@ fn init_reboot_after_restart() {
     let m = mac(9);
     let ip = Ipv4Addr::new(192, 168, 50, 133);
     let persisted = vec![lease_for(ip, m, NOW + 100)];
-    let mut s = Server::new(cfg(), persisted.clone(), vec![], NOW).unwrap();
+    let mut s = Server::new(cfg(), persisted.clone(), vec![], T(NOW)).unwrap();
     s.check_invariants();
     assert_eq!(s.leases().cloned().collect::<Vec<_>>(), persisted);
     // Nobody else may get the restored address.
     for i in 0..100 {
-        if let Ok(o) = s.handle(&discover(mac(1000 + i)), any(), NOW) {
+        if let Ok(o) = s.handle(&discover(mac(1000 + i)), any(), T(NOW)) {
             assert_ne!(decode(o.reply.as_ref().unwrap()).yiaddr(), ip);
         }
     }
@@ -254,7 +260,7 @@ fn restore_drops_leases_that_no_longer_fit() {
         ok_lease.clone(),
         lease_for([192, 168, 50, 140].into(), mac(7), NOW + 100), // declined meanwhile
     ];
-    let s = Server::new(cfg(), leases, vec![([192, 168, 50, 140].into(), NOW + 10)], NOW).unwrap();
+    let s = Server::new(cfg(), leases, vec![([192, 168, 50, 140].into(), NOW + 10)], T(NOW)).unwrap();
     s.check_invariants();
     assert_eq!(s.leases().cloned().collect::<Vec<_>>(), vec![ok_lease]);
 }
@@ -266,7 +272,7 @@ fn init_reboot_wrong_subnet_nak_and_unknown_client_silence() {
     let r = o.reply.unwrap();
     assert_eq!((r.kind, r.to), (MessageType::Nak, Destination::Broadcast));
     // In our subnet but we have no record of the client: RFC 2131 4.3.2, stay silent.
-    let e = s.handle(&init_reboot(mac(1), [192, 168, 50, 120].into()), any(), NOW).unwrap_err();
+    let e = s.handle(&init_reboot(mac(1), [192, 168, 50, 120].into()), any(), T(NOW)).unwrap_err();
     assert_eq!(e, DropReason::UnknownClient);
     assert_eq!(s.stats().dropped(DropReason::UnknownClient), 1);
     // ... unless the address is known to be someone else's.
@@ -330,7 +336,7 @@ fn static_lease_honoured_and_never_given_to_another() {
     ok(&mut s, &rel, NOW);
     let mut given = HashSet::new();
     for i in 0..500 {
-        if let Ok(o) = s.handle(&discover(mac(100 + i)), any(), NOW) {
+        if let Ok(o) = s.handle(&discover(mac(100 + i)), any(), T(NOW)) {
             given.insert(decode(o.reply.as_ref().unwrap()).yiaddr());
         }
     }
@@ -380,7 +386,7 @@ fn release_frees() {
     assert_eq!(s.leases().count(), 0);
     assert_eq!(s.free_addresses(), free_before + 1);
     // Releasing again, or someone else's address: dropped.
-    assert_eq!(s.handle(&rel, any(), NOW).unwrap_err(), DropReason::UnknownLease);
+    assert_eq!(s.handle(&rel, any(), T(NOW)).unwrap_err(), DropReason::UnknownLease);
     // Another client can now have it...
     let p = pkt(MessageType::Discover, mac(2), |x| {
         x.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
@@ -447,15 +453,15 @@ fn decline_quarantines_until_expiry() {
         let o = ok(&mut s, &ask(10 + i), NOW + 2);
         assert_ne!(decode(o.reply.as_ref().unwrap()).yiaddr(), ip);
     }
-    assert_eq!(s.handle(&ask(200), any(), NOW + 2).unwrap_err(), DropReason::PoolExhausted);
+    assert_eq!(s.handle(&ask(200), any(), T(NOW + 2)).unwrap_err(), DropReason::PoolExhausted);
     assert_eq!(ok(&mut s, &renew(mac(300), ip), NOW + 2).reply.unwrap().kind, MessageType::Nak);
     // A decline for an address the client does not hold is ignored (no pool poisoning).
     let bogus = pkt(MessageType::Decline, mac(400), |p| {
         p.opts_mut().insert(DhcpOption::RequestedIpAddress([192, 168, 50, 199].into()));
     });
-    assert_eq!(s.handle(&bogus, any(), NOW).unwrap_err(), DropReason::UnknownLease);
+    assert_eq!(s.handle(&bogus, any(), T(NOW)).unwrap_err(), DropReason::UnknownLease);
     // After quarantine (and offer timeouts), it is back.
-    assert!(s.expire(until).is_empty());
+    assert!(s.expire(T(until)).is_empty());
     s.check_invariants();
     assert!(s.declined().next().is_none());
     assert_eq!(decode(ok(&mut s, &ask(500), until).reply.as_ref().unwrap()).yiaddr(), ip);
@@ -464,7 +470,8 @@ fn decline_quarantines_until_expiry() {
 #[test]
 fn restored_declines_are_honoured() {
     let ip = Ipv4Addr::new(192, 168, 50, 100);
-    let mut s = Server::new(cfg(), vec![], vec![(ip, NOW + 60), ([192, 168, 50, 101].into(), NOW - 1)], NOW).unwrap();
+    let mut s =
+        Server::new(cfg(), vec![], vec![(ip, NOW + 60), ([192, 168, 50, 101].into(), NOW - 1)], T(NOW)).unwrap();
     assert_eq!(s.free_addresses(), 98);
     let p = pkt(MessageType::Discover, mac(1), |x| {
         x.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
@@ -506,7 +513,7 @@ fn relay_uses_relay_pool_and_replies_to_giaddr() {
         with_relay_info(p, &agent_info)
     };
     let from = SocketAddrV4::new(RELAY, 67);
-    let o = s.handle(&relayed(MessageType::Discover, &|_| {}), from, NOW).unwrap();
+    let o = s.handle(&relayed(MessageType::Discover, &|_| {}), from, T(NOW)).unwrap();
     let r = o.reply.unwrap();
     assert_eq!(r.to, Destination::Unicast(SocketAddrV4::new(RELAY, 67)));
     let off = decode(&r);
@@ -526,7 +533,7 @@ fn relay_uses_relay_pool_and_replies_to_giaddr() {
                 p.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
             }),
             from,
-            NOW,
+            T(NOW),
         )
         .unwrap();
     assert_eq!(ack.reply.as_ref().unwrap().kind, MessageType::Ack);
@@ -543,7 +550,7 @@ fn relay_uses_relay_pool_and_replies_to_giaddr() {
                 p.opts_mut().insert(DhcpOption::RequestedIpAddress([192, 168, 50, 120].into()));
             }),
             from,
-            NOW,
+            T(NOW),
         )
         .unwrap();
     let r = o.reply.unwrap();
@@ -553,7 +560,7 @@ fn relay_uses_relay_pool_and_replies_to_giaddr() {
     let p = pkt(MessageType::Discover, m, |p| {
         p.set_giaddr([10, 77, 0, 1]);
     });
-    assert_eq!(s.handle(&p, from, NOW).unwrap_err(), DropReason::NoPoolForRelay);
+    assert_eq!(s.handle(&p, from, T(NOW)).unwrap_err(), DropReason::NoPoolForRelay);
     assert_eq!(s.stats().dropped(DropReason::NoPoolForRelay), 1);
 }
 
@@ -652,18 +659,18 @@ fn expiry_events() {
     let (ip2, _) = dora(&mut s, mac(2), NOW + 10);
     // An outstanding offer times out quietly.
     ok(&mut s, &discover(mac(3)), NOW + 20);
-    assert_eq!(s.next_expiry(), Some(NOW + 20 + OFFER_SECS));
-    assert!(s.expire(NOW + 20 + OFFER_SECS).is_empty());
-    assert_eq!(s.next_expiry(), Some(NOW + 3600));
-    assert!(s.expire(NOW + 3599).is_empty());
-    let out = s.expire(NOW + 3600);
+    assert_eq!(s.next_expiry().map(Time::unix_secs), Some(NOW + 20 + OFFER_SECS));
+    assert!(s.expire(T(NOW + 20 + OFFER_SECS)).is_empty());
+    assert_eq!(s.next_expiry().map(Time::unix_secs), Some(NOW + 3600));
+    assert!(s.expire(T(NOW + 3599)).is_empty());
+    let out = s.expire(T(NOW + 3600));
     assert_eq!(out.len(), 1);
     let (rec, ev) = &out[0];
     assert_eq!(*rec, Record::Released { client_id: [&[1u8][..], &mac(1).0[..]].concat(), ip: ip1 });
     assert!(matches!(ev, LeaseEvent::Expired(l) if l.ip == ip1));
-    assert_eq!(s.next_expiry(), Some(NOW + 3610));
-    assert_eq!(s.expire(NOW + 100_000).len(), 1);
-    assert_eq!((s.leases().count(), s.next_expiry(), s.stats().expired), (0, None, 2));
+    assert_eq!(s.next_expiry().map(Time::unix_secs), Some(NOW + 3610));
+    assert_eq!(s.expire(T(NOW + 100_000)).len(), 1);
+    assert_eq!((s.leases().count(), s.next_expiry().map(Time::unix_secs), s.stats().expired), (0, None, 2));
     s.check_invariants();
     assert_eq!(s.free_addresses(), 99);
     // An expired client renewing gets its address back if still free, as a new grant.
@@ -674,9 +681,9 @@ fn expiry_events() {
 #[test]
 fn leases_expired_while_down_are_reported_after_restart() {
     let l = lease_for([192, 168, 50, 111].into(), mac(1), NOW - 5);
-    let mut s = Server::new(cfg(), vec![l.clone()], vec![], NOW).unwrap();
-    assert_eq!(s.next_expiry(), Some(NOW - 5));
-    let out = s.expire(NOW);
+    let mut s = Server::new(cfg(), vec![l.clone()], vec![], T(NOW)).unwrap();
+    assert_eq!(s.next_expiry().map(Time::unix_secs), Some(NOW - 5));
+    let out = s.expire(T(NOW));
     assert_eq!(out, vec![(Record::Released { client_id: l.client_id.clone(), ip: l.ip }, LeaseEvent::Expired(l))]);
 }
 
@@ -690,7 +697,7 @@ fn not_for_us_releases_the_offer() {
         m.opts_mut().insert(DhcpOption::ServerIdentifier([192, 168, 50, 2].into()));
         m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
     });
-    assert_eq!(s.handle(&p, any(), NOW).unwrap_err(), DropReason::NotForUs);
+    assert_eq!(s.handle(&p, any(), T(NOW)).unwrap_err(), DropReason::NotForUs);
     s.check_invariants();
     assert_eq!(s.free_addresses(), free);
 }
@@ -718,7 +725,7 @@ fn discover_flood_keeps_existing_leases_renewable() {
         x ^= x << 17;
         let b = x.to_be_bytes();
         let m = Mac([b[0] & 0xfe, b[1], b[2], b[3], b[4], b[5]]);
-        match s.handle(&discover(m), any(), NOW + 1) {
+        match s.handle(&discover(m), any(), T(NOW + 1)) {
             Ok(o) => {
                 let ip = decode(o.reply.as_ref().unwrap()).yiaddr();
                 assert!(!bound.iter().any(|&(_, b)| b == ip) && ip != NAS_IP);
@@ -759,7 +766,7 @@ fn malformed_inputs_never_panic() {
     let full = with_relay_info(with_relay_info(full, &[1; 255]), &[2, 3, 4]);
     for p in [discover(mac(2)), select(mac(2), ip), full] {
         for len in 0..=p.len() {
-            let r = s.handle(&p[..len], any(), NOW);
+            let r = s.handle(&p[..len], any(), T(NOW));
             if len < 240 {
                 assert_eq!(r.unwrap_err(), DropReason::Truncated);
             }
@@ -772,19 +779,19 @@ fn malformed_inputs_never_panic() {
         p[i] = v;
         p
     };
-    assert_eq!(s.handle(&bad(0, 2), any(), NOW).unwrap_err(), DropReason::NotBootRequest);
-    assert_eq!(s.handle(&bad(1, 6), any(), NOW).unwrap_err(), DropReason::BadHtype);
+    assert_eq!(s.handle(&bad(0, 2), any(), T(NOW)).unwrap_err(), DropReason::NotBootRequest);
+    assert_eq!(s.handle(&bad(1, 6), any(), T(NOW)).unwrap_err(), DropReason::BadHtype);
     for hlen in [0, 5, 7, 16, 17, 255] {
-        assert_eq!(s.handle(&bad(2, hlen), any(), NOW).unwrap_err(), DropReason::BadHlen);
+        assert_eq!(s.handle(&bad(2, hlen), any(), T(NOW)).unwrap_err(), DropReason::BadHlen);
     }
-    assert_eq!(s.handle(&bad(236, 0), any(), NOW).unwrap_err(), DropReason::BadMagic);
+    assert_eq!(s.handle(&bad(236, 0), any(), T(NOW)).unwrap_err(), DropReason::BadMagic);
     let no_type = pkt(MessageType::Discover, mac(3), |m| {
         m.opts_mut().remove(OptionCode::MessageType);
         m.opts_mut().insert(DhcpOption::Hostname("x".into()));
     });
-    assert_eq!(s.handle(&no_type, any(), NOW).unwrap_err(), DropReason::NoMessageType);
+    assert_eq!(s.handle(&no_type, any(), T(NOW)).unwrap_err(), DropReason::NoMessageType);
     for t in [MessageType::Offer, MessageType::Ack, MessageType::Nak, MessageType::Unknown(200)] {
-        assert_eq!(s.handle(&pkt(t, mac(3), |_| {}), any(), NOW).unwrap_err(), DropReason::BadMessageType);
+        assert_eq!(s.handle(&pkt(t, mac(3), |_| {}), any(), T(NOW)).unwrap_err(), DropReason::BadMessageType);
     }
     // Options that make dhcproto's own decoder debug-panic (81 shorter than 3, 80 with data, 94 short) and
     // over-long client identifiers (concatenated past 255).
@@ -799,16 +806,16 @@ fn malformed_inputs_never_panic() {
         &[53, 1, 1, 12, 255],
     ] {
         let p = [head, opts].concat();
-        let _ = s.handle(&p, any(), NOW);
+        let _ = s.handle(&p, any(), T(NOW));
     }
     let long_id: Vec<u8> = [&[53u8, 1, 1][..], &[61, 255], &[9; 255], &[61, 2, 9, 9], &[255]].concat();
-    assert_eq!(s.handle(&[head, &long_id].concat(), any(), NOW).unwrap_err(), DropReason::BadClientId);
+    assert_eq!(s.handle(&[head, &long_id].concat(), any(), T(NOW)).unwrap_err(), DropReason::BadClientId);
     // Overload with sname/file full of garbage.
     let mut p = [head, &[53, 1, 1, 52, 1, 3, 255]].concat();
     p[44..236].fill(0xff);
-    assert!(s.handle(&p, any(), NOW).is_ok(), "0xff is End: empty areas");
+    assert!(s.handle(&p, any(), T(NOW)).is_ok(), "0xff is End: empty areas");
     p[44..236].fill(7);
-    assert_eq!(s.handle(&p, any(), NOW).unwrap_err(), DropReason::BadOptions);
+    assert_eq!(s.handle(&p, any(), T(NOW)).unwrap_err(), DropReason::BadOptions);
     s.check_invariants();
 }
 
@@ -866,15 +873,15 @@ fn random_inputs_property() {
             }
             p
         };
-        let _ = s.handle(&p, any(), now);
+        let _ = s.handle(&p, any(), T(now));
         if i % 1000 == 0 {
             s.check_invariants();
             now += 37;
-            let _ = s.expire(now);
+            let _ = s.expire(T(now));
         }
     }
     s.check_invariants();
-    let _ = s.expire(now + 1_000_000);
+    let _ = s.expire(T(now + 1_000_000));
     s.check_invariants();
     assert_eq!(s.leases().count(), 0);
 }
@@ -884,7 +891,7 @@ fn config_validation() {
     let bad = |f: &dyn Fn(&mut DhcpConfig)| {
         let mut c = cfg();
         f(&mut c);
-        Server::new(c, vec![], vec![], NOW).unwrap_err()
+        Server::new(c, vec![], vec![], T(NOW)).unwrap_err()
     };
     bad(&|c| c.server_ip = [10, 0, 0, 1].into());
     bad(&|c| c.range = ([192, 168, 50, 200].into(), [192, 168, 50, 100].into()));
@@ -919,7 +926,7 @@ fn many_leases_stay_fast() {
     let leases: Vec<Lease> = (0..10_000u32)
         .map(|i| lease_for(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 2)) + i), mac(i), NOW + 3600))
         .collect();
-    let mut s = Server::new(c, leases, vec![], NOW).unwrap();
+    let mut s = Server::new(c, leases, vec![], T(NOW)).unwrap();
     let packets: Vec<(Vec<u8>, Vec<u8>)> = (0..5_000u32)
         .map(|i| {
             (discover(mac(1_000_000 + i)), renew(mac(i), Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 2)) + i)))
@@ -927,9 +934,9 @@ fn many_leases_stay_fast() {
         .collect();
     let start = std::time::Instant::now();
     for (d, r) in &packets {
-        let o = s.handle(d, any(), NOW).unwrap();
+        let o = s.handle(d, any(), T(NOW)).unwrap();
         assert_eq!(o.reply.unwrap().kind, MessageType::Offer);
-        let o = s.handle(r, any(), NOW).unwrap();
+        let o = s.handle(r, any(), T(NOW)).unwrap();
         assert_eq!(o.reply.unwrap().kind, MessageType::Ack);
     }
     let el = start.elapsed();
@@ -949,8 +956,8 @@ fn extreme_clock_values_do_not_overflow() {
             p.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
         });
         ok(&mut s, &dec, now);
-        let _ = s.expire(now);
+        let _ = s.expire(T(now));
     }
-    let _ = s.expire(u64::MAX);
+    let _ = s.expire(T(u64::MAX));
     s.check_invariants();
 }

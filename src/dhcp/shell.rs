@@ -9,22 +9,19 @@ use super::lease::{LeaseEvent, Record};
 use super::server::{CLIENT_PORT, Destination, DhcpConfig, DropReason, Reply, SERVER_PORT, Server};
 use super::store::{Committer, Durable, LeaseStore};
 use crate::hosts::{Hosts, HostsWriter};
+use crate::types::Time;
 use anyhow::{Context as _, Result, anyhow};
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 const BATCH: usize = 256;
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(60);
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 /// What the DHCP server needs to run (`app::settings` builds it from the config and the LAN plan).
 pub struct Settings {
@@ -192,8 +189,8 @@ async fn serve(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let Settings { server: cfg, interface: ifname, state_dir } = settings;
-    let now = unix_now();
-    let (store, loaded) = LeaseStore::open(&state_dir, now)?;
+    let now = Time::now();
+    let (store, loaded) = LeaseStore::open(&state_dir, now.unix_secs())?;
     if loaded.torn_bytes_dropped > 0 {
         warn!(bytes = loaded.torn_bytes_dropped, "the lease log ended in a torn write (a crash mid-write); ignored it");
     }
@@ -225,7 +222,7 @@ async fn serve(
             _ = shutdown.cancelled() => break,
             ready = shell.sock.readable() => {
                 ready?;
-                let now = unix_now();
+                let now = Time::now();
                 let mut records = Vec::new();
                 let mut held = Vec::new();
                 for _ in 0..BATCH {
@@ -269,7 +266,7 @@ async fn serve(
             }
             _ = &mut tick => {
                 // Expired leases: persisted as released, published as expired.
-                let now = unix_now();
+                let now = Time::now();
                 if server.next_expiry().is_some_and(|t| t <= now) {
                     let (records, evs): (Vec<Record>, Vec<LeaseEvent>) = server.expire(now).into_iter().unzip();
                     if !records.is_empty() {

@@ -51,10 +51,6 @@ const TAG_BOUND: u8 = 1;
 const TAG_RELEASED: u8 = 2;
 const TAG_DECLINED: u8 = 3;
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Payload encoding.
 
@@ -205,7 +201,7 @@ impl Codec for LeaseCodec {
     }
 
     fn prune(table: &mut LeaseTable) {
-        table.prune(unix_now(), EXPIRED_LEASE_RETENTION_SECS);
+        table.prune(crate::types::Time::now().unix_secs(), EXPIRED_LEASE_RETENTION_SECS);
     }
 }
 

@@ -19,7 +19,7 @@ use super::local::{LocalZone, push_opt};
 use super::log::{Device, LogEntry, Logged, QueryLog};
 use super::wire::{self, Edns, Query, QueryError, Section};
 use crate::labels::labelled_enum;
-use crate::types::Mac;
+use crate::types::{Mac, Time};
 use ipnet::Ipv4Net;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -253,10 +253,11 @@ impl Dns {
         &mut self,
         query: &[u8],
         from: ClientRef,
-        now_ms: u64,
+        now: Time,
         reply: &mut Vec<u8>,
         out: &mut Vec<Action>,
     ) -> Handled {
+        let now_ms = now.unix_ms();
         self.stats.queries += 1;
         reply.clear();
         let mut keybuf = [0u8; wire::MAX_KEY];
@@ -479,7 +480,8 @@ impl Dns {
     }
 
     /// An upstream's answer to `handle`.
-    pub fn handle_response(&mut self, handle: QueryHandle, m: &[u8], now_ms: u64, out: &mut Vec<Action>) {
+    pub fn handle_response(&mut self, handle: QueryHandle, m: &[u8], now: Time, out: &mut Vec<Action>) {
+        let now_ms = now.unix_ms();
         let Some(key) = self.handles.get(&handle.0).cloned() else {
             self.stats.upstream_stale += 1;
             return;
@@ -552,7 +554,8 @@ impl Dns {
     }
 
     /// The shell could not send / connect / read for `handle`: try the next upstream or fail over.
-    pub fn handle_failure(&mut self, handle: QueryHandle, now_ms: u64, out: &mut Vec<Action>) {
+    pub fn handle_failure(&mut self, handle: QueryHandle, now: Time, out: &mut Vec<Action>) {
+        let now_ms = now.unix_ms();
         let Some(key) = self.handles.get(&handle.0).cloned() else {
             self.stats.upstream_stale += 1;
             return;
@@ -561,12 +564,13 @@ impl Dns {
         self.attempt(&key, now_ms, false, out);
     }
 
-    /// When `handle_timeout` is due (unix ms); may be early.
-    pub fn next_timeout(&self) -> Option<u64> {
-        self.timers.first().map(|&(t, _)| t)
+    /// When `handle_timeout` is due; may be early.
+    pub fn next_timeout(&self) -> Option<Time> {
+        self.timers.first().map(|&(t, _)| Time::from_unix_ms(t))
     }
 
-    pub fn handle_timeout(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+    pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<Action>) {
+        let now_ms = now.unix_ms();
         while let Some(&(t, h)) = self.timers.first() {
             if t > now_ms {
                 break;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::dns::{NAMES_PER_DEVICE, special_zones};
+use crate::types::Time;
 use hickory_proto::op::{Edns as HEdns, Message, MessageType, OpCode, Query as HQuery, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NULL, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -34,6 +35,11 @@ fn allocs() -> u64 {
 // ---- helpers ----
 
 const NOW: u64 = 1_700_000_000_000;
+
+/// Unix milliseconds as the core's time.
+fn ms(unix_ms: u64) -> Time {
+    Time::from_unix_ms(unix_ms)
+}
 const U0: &str = "10.0.0.1:53";
 const U1: &str = "10.0.0.2:53";
 
@@ -107,7 +113,7 @@ impl T {
         T { dns: Dns::new(cfg, 42), out: Vec::new(), reply: Vec::with_capacity(65535), now: NOW }
     }
     fn ask(&mut self, q: &[u8], from: ClientRef) -> Handled {
-        self.dns.handle_query(q, from, self.now, &mut self.reply, &mut self.out)
+        self.dns.handle_query(q, from, ms(self.now), &mut self.reply, &mut self.out)
     }
     fn reply_msg(&self) -> Message {
         Message::from_vec(&self.reply).unwrap()
@@ -152,7 +158,7 @@ impl T {
         v
     }
     fn respond(&mut self, h: QueryHandle, bytes: &[u8]) {
-        self.dns.handle_response(h, bytes, self.now, &mut self.out);
+        self.dns.handle_response(h, bytes, ms(self.now), &mut self.out);
     }
     /// Asks `q`, answers upstream with `answers`, returns the client's reply.
     fn resolve(&mut self, q: &[u8], from: ClientRef, answers: Vec<Record>) -> Vec<u8> {
@@ -329,10 +335,10 @@ fn failover_on_timeout_then_servfail_by_total_timeout() {
     ids.push(wire::be16(&uq, 0));
     let mut ups = vec![up];
     let mut cancels = vec![];
-    while let Some(next) = t.dns.next_timeout() {
+    while let Some(next) = t.dns.next_timeout().map(Time::unix_ms) {
         assert!(next <= NOW + 5000);
         t.now = next;
-        t.dns.handle_timeout(t.now, &mut t.out);
+        t.dns.handle_timeout(ms(t.now), &mut t.out);
         cancels.extend(t.cancels());
         for (h, up, _, uq) in t.queries() {
             handles.push(h);
@@ -369,7 +375,7 @@ fn servfail_reply_shape() {
         if qs.is_empty() {
             break;
         }
-        t.dns.handle_failure(qs[0].0, t.now, &mut t.out);
+        t.dns.handle_failure(qs[0].0, ms(t.now), &mut t.out);
     }
     let r = t.replies();
     assert_eq!(r.len(), 1);
@@ -379,10 +385,10 @@ fn servfail_reply_shape() {
     assert!(m.edns.is_some());
     assert_eq!(t.dns.stats().upstream_failures, u64::from(ATTEMPTS_PER_UPSTREAM) * 2);
     t.out.clear();
-    assert_eq!(t.dns.next_timeout().map(|n| n <= t.now + 1000), Some(true)); // stale timers only
-    t.dns.handle_timeout(t.now + 10_000, &mut t.out);
+    assert_eq!(t.dns.next_timeout().map(Time::unix_ms).map(|n| n <= t.now + 1000), Some(true)); // stale timers only
+    t.dns.handle_timeout(ms(t.now + 10_000), &mut t.out);
     assert!(t.out.is_empty());
-    assert_eq!(t.dns.next_timeout(), None);
+    assert_eq!(t.dns.next_timeout().map(Time::unix_ms), None);
 }
 
 #[test]
@@ -920,7 +926,7 @@ fn bench_cached() {
     }
     let start = std::time::Instant::now();
     for i in 0..n {
-        let h = t.dns.handle_query(std::hint::black_box(&q), client(1), NOW + i / 1000, &mut t.reply, &mut t.out);
+        let h = t.dns.handle_query(std::hint::black_box(&q), client(1), ms(NOW + i / 1000), &mut t.reply, &mut t.out);
         std::hint::black_box((&h, &t.reply));
     }
     let ns = start.elapsed().as_nanos() as f64 / n as f64;
