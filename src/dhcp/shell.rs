@@ -34,14 +34,14 @@ pub struct Settings {
 /// The rest of the program's way to the DHCP server: its view on request, and the hosts table it publishes.
 #[derive(Clone)]
 pub struct DhcpHandle {
-    views: crate::views::Views<DhcpView>,
+    views: crate::views::Views<(), DhcpView>,
     pub hosts: Hosts,
 }
 
 impl DhcpHandle {
     /// The current leases and counters; empty once the server has stopped.
     pub async fn view(&self) -> DhcpView {
-        self.views.get().await
+        self.views.get(()).await
     }
 }
 
@@ -185,7 +185,7 @@ async fn after_sync(durable: Durable, held: Held) -> (Result<()>, Held) {
 async fn serve(
     settings: Settings,
     hosts: HostsWriter,
-    mut queries: crate::views::ViewRequests<DhcpView>,
+    mut queries: crate::views::ViewRequests<(), DhcpView>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let Settings { server: cfg, interface: ifname, state_dir } = settings;
@@ -261,7 +261,7 @@ async fn serve(
                     Err(e) => error!("leases could not be stored, their ACKs are withheld: {e:#}"),
                 }
             }
-            Some(reply) = queries.recv() => {
+            Some(((), reply)) = queries.recv() => {
                 let _ = reply.send(view(&server, &shell));
             }
             _ = &mut tick => {

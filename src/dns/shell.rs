@@ -54,7 +54,31 @@ const UPSTREAM_LIMIT: Duration = Duration::from_secs(10);
 pub struct DnsView {
     pub upstreams: Vec<SocketAddr>,
     pub counters: crate::counters::Counters,
+    /// Devices with a query log (the page below is `offset..offset + limit` of them, most recently active first).
+    pub total_devices: usize,
+    pub offset: usize,
+    pub limit: usize,
     pub devices: Vec<DeviceQueries>,
+}
+
+/// Which devices' query logs a view carries.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(default)]
+pub struct LogPage {
+    /// One device only (`offset` and `limit` still apply: 0 and at least 1 to see it).
+    pub device: Option<Device>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl LogPage {
+    pub const MAX_LIMIT: usize = 256;
+}
+
+impl Default for LogPage {
+    fn default() -> Self {
+        LogPage { device: None, offset: 0, limit: 32 }
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -74,13 +98,13 @@ pub struct Settings {
 /// The rest of the program's way to the DNS server.
 #[derive(Clone)]
 pub struct DnsHandle {
-    views: crate::views::Views<DnsView>,
+    views: crate::views::Views<LogPage, DnsView>,
 }
 
 impl DnsHandle {
-    /// Upstreams, counters and every device's recent queries; empty once the server has stopped.
-    pub async fn view(&self) -> DnsView {
-        self.views.get().await
+    /// Upstreams, counters and one page of the devices' recent queries; empty once the server has stopped.
+    pub async fn view(&self, page: LogPage) -> DnsView {
+        self.views.get(page).await
     }
 }
 
@@ -206,7 +230,7 @@ async fn serve_tcp(
 async fn serve(
     settings: Settings,
     hosts: Hosts,
-    views: crate::views::ViewRequests<DnsView>,
+    views: crate::views::ViewRequests<LogPage, DnsView>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let (done_tx, done_rx) = oneshot::channel();
@@ -317,11 +341,27 @@ fn apply_hosts(dns: &mut Dns, known: &mut HashSet<Ipv4Addr>, update: Update) {
     }
 }
 
-fn view(dns: &Dns) -> DnsView {
+/// Copies one page only: every device's whole log (1,024 devices x 200 entries) would hold the lock, and with it
+/// the UDP thread, for the whole copy.
+fn view(dns: &Dns, page: &LogPage) -> DnsView {
+    let devices = match page.device {
+        Some(d) => vec![d],
+        None => dns.devices(),
+    };
+    let total_devices = devices.len();
+    let limit = page.limit.min(LogPage::MAX_LIMIT);
     DnsView {
         upstreams: dns.upstreams().to_vec(),
         counters: dns.counters(),
-        devices: dns.devices().into_iter().map(|d| DeviceQueries { queries: dns.query_log(&d), device: d }).collect(),
+        total_devices,
+        offset: page.offset,
+        limit,
+        devices: devices
+            .into_iter()
+            .skip(page.offset)
+            .take(limit)
+            .map(|d| DeviceQueries { queries: dns.query_log(&d), device: d })
+            .collect(),
     }
 }
 
@@ -398,7 +438,7 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, shared: Locked, stop: CancellationT
 async fn run(
     settings: Settings,
     hosts: Hosts,
-    mut views: crate::views::ViewRequests<DnsView>,
+    mut views: crate::views::ViewRequests<LogPage, DnsView>,
     shutdown: CancellationToken,
     upstream_rt: tokio::runtime::Handle,
 ) -> Result<()> {
@@ -507,7 +547,7 @@ async fn run(
                 hosts_open = !matches!(update, Update::Closed);
                 apply_hosts(&mut shared.lock().dns, &mut known, update);
             }
-            Some(req) = views.recv() => { let _ = req.send(view(&shared.lock().dns)); }
+            Some((page, req)) = views.recv() => { let _ = req.send(view(&shared.lock().dns, &page)); }
             _ = &mut timer => {
                 // A fired sleep stays ready: park it far away until the core asks again.
                 timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
@@ -552,4 +592,38 @@ fn rand_seed() -> [u8; 8] {
         b = Time::now().unix_ms().to_ne_bytes();
     }
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+
+    #[test]
+    fn the_view_carries_one_page_of_devices() {
+        let cfg = DnsConfig::new(Ipv4Addr::new(10, 0, 0, 1), "10.0.0.0/24".parse().unwrap(), vec![]);
+        let mut dns = Dns::new(cfg, 1);
+        let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii("gatekeeper.lan.").unwrap(), RecordType::A));
+        let q = m.to_vec().unwrap();
+        let (mut reply, mut actions) = (Vec::new(), Vec::new());
+        for n in 0..5u8 {
+            let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 10 + n), 5000));
+            let from = ClientRef { addr, transport: Transport::Udp, conn: 0 };
+            let _ = dns.handle_query(&q, from, Time::from_unix_ms(1000 + u64::from(n)), &mut reply, &mut actions);
+        }
+        let v = view(&dns, &LogPage { device: None, offset: 1, limit: 2 });
+        assert_eq!((v.total_devices, v.devices.len(), v.offset, v.limit), (5, 2, 1, 2));
+        // Most recently active first: .14, then .13 (skipped), .12, .11.
+        assert_eq!(v.devices[0].device.to_string(), "10.0.0.13");
+        assert_eq!(v.devices[0].queries.len(), 1);
+        let one: Device = "10.0.0.10".parse().unwrap();
+        let v = view(&dns, &LogPage { device: Some(one), ..LogPage::default() });
+        assert_eq!((v.total_devices, v.devices.len()), (1, 1));
+        assert_eq!(v.devices[0].device, one);
+        let v = view(&dns, &LogPage { limit: 100_000, ..LogPage::default() });
+        assert_eq!((v.devices.len(), v.limit), (5, LogPage::MAX_LIMIT));
+        assert!(view(&dns, &LogPage { offset: 9, ..LogPage::default() }).devices.is_empty());
+    }
 }

@@ -4,7 +4,7 @@
 use crate::dhcp::shell::DhcpHandle;
 use crate::dns::shell::DnsHandle;
 use anyhow::{Context as _, Result};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -112,8 +112,8 @@ async fn api_nat(State(web): State<Web>) -> impl IntoResponse {
 }
 
 /// Per-device DNS query logs and the resolver's counters.
-async fn api_dns(State(web): State<Web>) -> impl IntoResponse {
-    Json(web.handles.dns.view().await)
+async fn api_dns(State(web): State<Web>, page: Query<crate::dns::shell::LogPage>) -> impl IntoResponse {
+    Json(web.handles.dns.view(page.0).await)
 }
 
 pub async fn serve(settings: Settings, handles: Handles, shutdown: tokio_util::sync::CancellationToken) -> Result<()> {
