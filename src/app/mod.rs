@@ -175,7 +175,7 @@ pub async fn run(config: Config) -> Result<()> {
     let state = StateDir::open(&config.state_dir)?;
     let nl = Netlink::connect()?;
     setup::recover(&nl, state.path()).await?;
-    let plan = plan::plan(&nl.snapshot().await?, &config)?;
+    let plan = plan::plan(&nl.snapshot().await?, &settings::lan(&config))?;
     let ports: Vec<&str> = plan.ports.iter().map(|p| p.name.as_str()).collect();
     info!(
         lan = %plan.lan_interface(),

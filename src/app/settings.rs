@@ -8,6 +8,11 @@ use crate::net::plan::Plan;
 use crate::types::LOCAL_DOMAIN;
 use tracing::warn;
 
+/// Which interfaces and subnet the LAN should use.
+pub fn lan(config: &Config) -> crate::net::plan::Wanted {
+    crate::net::plan::Wanted { lan: config.lan.clone(), wan: config.wan.clone(), subnet: config.subnet }
+}
+
 /// The DHCP server: the `[dhcp]` settings on the planned subnet, with the static leases of `/etc/ethers` after the
 /// config file's (the config file wins for the same MAC or address).
 pub fn dhcp(config: &Config, lan: &Plan) -> Result<crate::dhcp::shell::Settings, ConfigError> {

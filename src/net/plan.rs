@@ -2,7 +2,6 @@
 
 use super::netlink::{Link, Snapshot};
 use super::subnet::{self, SubnetError};
-use crate::config::Config;
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
@@ -74,7 +73,18 @@ fn unsuitable(link: &Link) -> Option<&'static str> {
     None
 }
 
-pub fn plan(snap: &Snapshot, cfg: &Config) -> Result<Plan, PlanError> {
+/// What the user asked for (`app::settings::lan` fills it from the config); empty means "pick for me".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// LAN ports by name; none: every unconfigured Ethernet interface.
+    pub lan: Vec<String>,
+    /// The WAN interface; none: the one the default route leaves by.
+    pub wan: Option<String>,
+    /// The LAN subnet; none: a free private /24.
+    pub subnet: Option<Ipv4Net>,
+}
+
+pub fn plan(snap: &Snapshot, cfg: &Wanted) -> Result<Plan, PlanError> {
     let all: Vec<&Link> = snap.links.iter().collect();
     let find =
         |name: &str| snap.link(name).cloned().ok_or_else(|| PlanError::NoSuchInterface(name.to_owned(), names(&all)));
@@ -164,8 +174,8 @@ mod tests {
         }
     }
 
-    fn cfg() -> Config {
-        crate::config::resolve(None, &Default::default(), &Default::default()).unwrap()
+    fn cfg() -> Wanted {
+        Wanted::default()
     }
 
     #[test]
