@@ -10,6 +10,13 @@
 //! - Only outbound packets create state; an ephemeral mapping lives exactly as long as it has a session (so its
 //!   lifetime is the latest expiry of its sessions, which only outbound packets push forward). Forward mappings are
 //!   pinned.
+//! - `live_maps` / `live_sessions` list the live entries densely (each entry knows its position; removal moves the
+//!   last one into the hole), so a page of the tables is read in O(page) at any offset (`Nat::view`). Removals
+//!   reorder them: a reader paging through a table that changes meanwhile may see an entry twice or miss one.
+//! - Everything is allocated up front for the configured bounds (`Table::new`), so that creating state on the
+//!   packet path does not allocate either: the slabs, free lists and dense lists hold the bounds, and the hash
+//!   indexes are made for twice the bound, so that cleaning up their tombstones is always an in-place rehash
+//!   (hashbrown grows instead when more than half its capacity is in use).
 //! - Expiry and eviction: each session sits in the list of its timeout class, kept in expiry order (refresh = move
 //!   to the tail), so `expire` pops heads. Each ephemeral mapping sits in one of two LRU lists per protocol (ordered by
 //!   last outbound packet): "protected" when it carries an established TCP connection or a UDP flow that has seen a
@@ -225,6 +232,8 @@ pub struct Session {
     pub counters: Counters,
     pub lru: Links,
     pub sib: Links,
+    /// Position in `Table::live_sessions`.
+    pub dense: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -248,6 +257,8 @@ pub struct Mapping {
     pub counters: Counters,
     pub lru: Links,
     pub sessions_list: List,
+    /// Position in `Table::live_maps`.
+    pub dense: u32,
 }
 
 fn session_lru(s: &mut Session) -> &mut Links {
@@ -271,6 +282,9 @@ pub struct Table {
     free_maps: Vec<u32>,
     pub sessions: Vec<Session>,
     free_sessions: Vec<u32>,
+    /// Indexes of the live mappings and sessions, densely (see the module's notes).
+    pub live_maps: Vec<u32>,
+    pub live_sessions: Vec<u32>,
     pub by_internal: FastMap<u64, u32>,
     pub by_session: FastMap<u128, u32>,
     /// (proto, external port) -> mapping index or NONE.
@@ -285,15 +299,19 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(seed: u64, timeouts_ms: [u64; CLASSES]) -> Table {
+    /// A table with room for `maps` mappings (forwards included) and `sessions` sessions, allocated now.
+    pub fn new(seed: u64, timeouts_ms: [u64; CLASSES], maps: usize, sessions: usize) -> Table {
         let h = Seeded(seed ^ 0x5851_f42d_4c95_7f2d);
+        let hs = Seeded(h.0.rotate_left(17) ^ 0x2545_f491_4f6c_dd1d);
         Table {
-            maps: Vec::new(),
-            free_maps: Vec::new(),
-            sessions: Vec::new(),
-            free_sessions: Vec::new(),
-            by_internal: HashMap::with_hasher(h),
-            by_session: HashMap::with_hasher(Seeded(h.0.rotate_left(17) ^ 0x2545_f491_4f6c_dd1d)),
+            maps: Vec::with_capacity(maps),
+            free_maps: Vec::with_capacity(maps),
+            sessions: Vec::with_capacity(sessions),
+            free_sessions: Vec::with_capacity(sessions),
+            live_maps: Vec::with_capacity(maps),
+            live_sessions: Vec::with_capacity(sessions),
+            by_internal: HashMap::with_capacity_and_hasher(maps.saturating_mul(2), h),
+            by_session: HashMap::with_capacity_and_hasher(sessions.saturating_mul(2), hs),
             by_external: vec![0; 3 * 65536],
             classes: Default::default(),
             map_lru: Default::default(),
@@ -343,6 +361,7 @@ impl Table {
             counters: Counters::default(),
             lru: Links::default(),
             sessions_list: List::default(),
+            dense: self.live_maps.len() as u32,
         };
         let i = match self.free_maps.pop() {
             Some(i) => {
@@ -354,6 +373,7 @@ impl Table {
                 (self.maps.len() - 1) as u32
             }
         };
+        self.live_maps.push(i);
         if index_internal {
             self.by_internal.insert(internal_key(proto, int_ip, int_port), i);
         }
@@ -415,6 +435,7 @@ impl Table {
             counters: Counters::default(),
             lru: Links::default(),
             sib: Links::default(),
+            dense: self.live_sessions.len() as u32,
         };
         let i = match self.free_sessions.pop() {
             Some(i) => {
@@ -426,6 +447,7 @@ impl Table {
                 (self.sessions.len() - 1) as u32
             }
         };
+        self.live_sessions.push(i);
         self.by_session.insert(key, i);
         push_back(&mut self.sessions, &mut self.classes[class as usize], i, session_lru);
         let mp = &mut self.maps[m as usize];
@@ -515,6 +537,11 @@ impl Table {
         if class.protected() {
             self.protected_delta(m, false);
         }
+        let at = self.sessions[s as usize].dense;
+        self.live_sessions.swap_remove(at as usize);
+        if let Some(&moved) = self.live_sessions.get(at as usize) {
+            self.sessions[moved as usize].dense = at;
+        }
         self.free_sessions.push(s);
         self.session_count -= 1;
         removed.sessions += 1;
@@ -550,6 +577,11 @@ impl Table {
         if !pinned {
             unlink(&mut self.maps, &mut self.map_lru[proto as usize][usize::from(prot)], m, mapping_lru);
             self.ephemeral -= 1;
+        }
+        let at = self.maps[m as usize].dense;
+        self.live_maps.swap_remove(at as usize);
+        if let Some(&moved) = self.live_maps.get(at as usize) {
+            self.maps[moved as usize].dense = at;
         }
         self.free_maps.push(m);
         removed.mappings += 1;

@@ -3,7 +3,7 @@
 
 use crate::app::Context;
 use anyhow::{Context as _, Result};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -97,14 +97,18 @@ async fn api_dhcp(State(ctx): State<Context>) -> impl IntoResponse {
     Json(dhcp_view(&ctx).await)
 }
 
-/// The NAT's mappings, connections and counters (what every WAN port is used for).
-async fn api_nat(State(ctx): State<Context>) -> impl IntoResponse {
+#[derive(serde::Deserialize)]
+struct Page {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// The NAT's counters and a page of its mappings and connections (what every WAN port is used for):
+/// `/api/nat?offset=0&limit=1000` (limit at most 10,000). Never waits for the packet path's batches.
+async fn api_nat(State(ctx): State<Context>, Query(page): Query<Page>) -> impl IntoResponse {
     let Some(nat) = ctx.nat.get() else { return Json(crate::datapath::NatView::default()) };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if nat.send(crate::datapath::Request::Snapshot(tx)).is_err() {
-        return Json(Default::default());
-    }
-    Json(rx.await.unwrap_or_default())
+    let (offset, limit) = (page.offset.unwrap_or(0), page.limit.unwrap_or(crate::datapath::VIEW_LIMIT));
+    Json(nat.view(offset, limit))
 }
 
 /// Per-device DNS query logs and the resolver's counters.
