@@ -98,3 +98,12 @@ pub fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
         f()
     })
 }
+
+/// The value of the counter `name` in the `counters` array of a JSON view (`/api/nat`), summed over its labels.
+pub fn counter(view: &serde_json::Value, name: &str) -> Option<u64> {
+    let found: Vec<&serde_json::Value> = view["counters"].as_array()?.iter().filter(|c| c["name"] == name).collect();
+    if found.is_empty() {
+        return None;
+    }
+    found.iter().map(|c| c["value"].as_u64()).sum()
+}
