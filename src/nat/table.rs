@@ -13,10 +13,14 @@
 //! - `live_maps` / `live_sessions` list the live entries densely (each entry knows its position; removal moves the
 //!   last one into the hole), so a page of the tables is read in O(page) at any offset (`Nat::view`). Removals
 //!   reorder them: a reader paging through a table that changes meanwhile may see an entry twice or miss one.
-//! - Everything is allocated up front for the configured bounds (`Table::new`), so that creating state on the
-//!   packet path does not allocate either: the slabs, free lists and dense lists hold the bounds, and the hash
-//!   indexes are made for twice the bound, so that cleaning up their tombstones is always an in-place rehash
-//!   (hashbrown grows instead when more than half its capacity is in use).
+//! - Allocation: the slabs, free lists and dense lists are allocated up front for the configured bounds
+//!   (`Table::new`; untouched capacity costs no memory), so creating state does not allocate there. The hash
+//!   indexes grow on demand: made for the bounds up front (twice the bounds, to be exact, see below) they spread a
+//!   home's few thousand flows over megabytes, and lookups with 10,000 flows took 2x as long (cache and TLB
+//!   misses; `benches/translate.rs`). They stop growing for good once their capacity is twice the most entries
+//!   they have held: hashbrown cleans tombstones by an in-place rehash while at most half its capacity is in use,
+//!   and doubles otherwise, so after the tables first fill up each index doubles at most once more and then the
+//!   packet path never allocates (`tests/nat_alloc.rs` measures that steady state).
 //! - Expiry and eviction: each session sits in the list of its timeout class, kept in expiry order (refresh = move
 //!   to the tail), so `expire` pops heads. Each ephemeral mapping sits in one of two LRU lists per protocol (ordered by
 //!   last outbound packet): "protected" when it carries an established TCP connection or a UDP flow that has seen a
@@ -299,7 +303,8 @@ pub struct Table {
 }
 
 impl Table {
-    /// A table with room for `maps` mappings (forwards included) and `sessions` sessions, allocated now.
+    /// A table with room for `maps` mappings (forwards included) and `sessions` sessions in its slabs, allocated
+    /// now; the hash indexes grow as needed (see the module's notes).
     pub fn new(seed: u64, timeouts_ms: [u64; CLASSES], maps: usize, sessions: usize) -> Table {
         let h = Seeded(seed ^ 0x5851_f42d_4c95_7f2d);
         let hs = Seeded(h.0.rotate_left(17) ^ 0x2545_f491_4f6c_dd1d);
@@ -310,8 +315,8 @@ impl Table {
             free_sessions: Vec::with_capacity(sessions),
             live_maps: Vec::with_capacity(maps),
             live_sessions: Vec::with_capacity(sessions),
-            by_internal: HashMap::with_capacity_and_hasher(maps.saturating_mul(2), h),
-            by_session: HashMap::with_capacity_and_hasher(sessions.saturating_mul(2), hs),
+            by_internal: HashMap::with_hasher(h),
+            by_session: HashMap::with_hasher(hs),
             by_external: vec![0; 3 * 65536],
             classes: Default::default(),
             map_lru: Default::default(),
