@@ -33,6 +33,13 @@
 //! `--attempts 3`, `--queues N` (NFQUEUE queues for Gatekeeper: `--nat-queues N` if `gatekeeper run --help` lists
 //! that flag, and the environment variable `GATEKEEPER_NAT_QUEUES=N` in any case; a binary with neither ignores it).
 //!
+//! `--mode api`: how long `GET /api/nat` takes, and whether reading it disturbs the packet path. Gatekeeper only, in
+//! `--rounds` fresh labs (default 5); per round: 20 requests from lan1 to the router's web port on an idle NAT
+//! (50 ms apart), 20 during a TCP stream through it (100 ms apart); then a `--seconds` TCP stream alone, and one
+//! while a client in lan1 sends requests back to back (each on a new connection, as `curl` would). Medians over
+//! all rounds. `--gatekeeper PATH` runs another build (e.g. one from before a change) instead of the sibling
+//! `gatekeeper` binary; an older binary's `/api/nat` is fine (only the time to a whole response is measured).
+//!
 //! Topology: lan1 eth0 (client, e.g. 10.0.0.2/24, default route via the gateway's LAN address) <-> gw-lan1 in `gw`;
 //! gw gwwan 203.0.113.2 <-> wan0 203.0.113.1 in `wan`. Set `GATEKEEPER_LAB_KEEP_LOGS=1` to keep the lab directory
 //! (iperf3 JSON, Gatekeeper's log, the capture).
@@ -135,7 +142,17 @@ impl Test {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    Throughput,
+    Api,
+}
+
 struct Opts {
+    mode: Mode,
+    rounds: usize,
+    /// The Gatekeeper binary (default: `gatekeeper` next to this program's directory).
+    gatekeeper: Option<std::path::PathBuf>,
     seconds: u64,
     tests: Vec<Test>,
     setups: Vec<Setup>,
@@ -380,7 +397,10 @@ fn iperf(lab: &Lab, setup: Setup, test: Test, pids: &Pids, opts: &Opts, dir: &Pa
 fn start_gatekeeper(lab: &Lab, dir: &Path, opts: &Opts) -> Result<(Proc, Ipv4Net, Ipv4Addr)> {
     let state = dir.join("state");
     std::fs::create_dir_all(&state)?;
-    let exe = std::env::current_exe()?.parent().unwrap().parent().unwrap().join("gatekeeper");
+    let exe = match &opts.gatekeeper {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.parent().unwrap().parent().unwrap().join("gatekeeper"),
+    };
     let gw = lab.gw();
     let mut c = lab.cmd(&gw, &exe);
     c.args(["run", "--netns", &gw, "--lan", GW_LAN_IF, "--wan", GW_WAN_IF, "--state-dir"])
@@ -402,6 +422,17 @@ fn start_gatekeeper(lab: &Lab, dir: &Path, opts: &Opts) -> Result<(Proc, Ipv4Net
     let subnet: Ipv4Net = field(line, "subnet").with_context(|| format!("no subnet in {line:?}"))?.parse()?;
     let router: Ipv4Addr = field(line, "router").with_context(|| format!("no router in {line:?}"))?.parse()?;
     Ok((p, subnet, router))
+}
+
+/// Gives lan1 the first free address of `subnet` with `router` as its default route, and waits until it reaches
+/// the WAN; returns its address.
+fn lan_client(lab: &Lab, subnet: Ipv4Net, router: Ipv4Addr) -> Result<Ipv4Addr> {
+    let lan = lab.client(1);
+    let client = subnet.hosts().find(|a| *a != router).context("no address for the client")?;
+    lab.run(&lan, &["ip", "addr", "add", &format!("{client}/{}", subnet.prefix_len()), "dev", "eth0"])?;
+    lab.run(&lan, &["ip", "route", "add", "default", "via", &router.to_string()])?;
+    wait_reachable(lab)?;
+    Ok(client)
 }
 
 /// Waits until lan1 reaches the WAN server (the gateway's rules may take a moment): a few echo requests.
@@ -498,10 +529,7 @@ fn run_setup(setup: Setup, opts: &Opts, results: &mut Vec<Outcome>) -> Result<Ch
         !subnet.contains(&wan_net.network()) && !wan_net.contains(&subnet.network()),
         "the LAN subnet {subnet} overlaps the WAN's {wan_net}: the capture filter would miss LAN addresses"
     );
-    let client = subnet.hosts().find(|a| *a != router).context("no address for the client")?;
-    lab.run(&lan, &["ip", "addr", "add", &format!("{client}/{}", subnet.prefix_len()), "dev", "eth0"])?;
-    lab.run(&lan, &["ip", "route", "add", "default", "via", &router.to_string()])?;
-    wait_reachable(&lab)?;
+    let client = lan_client(&lab, subnet, router)?;
     eprintln!(
         "{}: LAN {subnet}, client {client}, gateway {router}{}",
         setup.name(),
@@ -809,22 +837,171 @@ fn report_checks(checks: &[Checks]) -> Vec<String> {
     failures
 }
 
+/// One `GET /api/nat` on a new connection (HTTP/1.1, `Connection: close`) from the calling thread's namespace:
+/// the time to the whole response.
+fn get_api_nat(router: Ipv4Addr) -> Result<Duration> {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    let mut c = std::net::TcpStream::connect_timeout(&(router, 1337).into(), Duration::from_secs(5))?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(format!("GET /api/nat HTTP/1.1\r\nHost: {router}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut body = Vec::new();
+    c.read_to_end(&mut body)?;
+    let took = start.elapsed();
+    let text = String::from_utf8_lossy(&body);
+    anyhow::ensure!(text.starts_with("HTTP/1.1 200") && text.contains("\"queues\""), "bad answer: {text:.200}");
+    Ok(took)
+}
+
+/// A thread in namespace `ns`.
+fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    let path = Path::new("/run/netns").join(ns);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("namespace");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// `n` requests from lan1, `gap` apart; their times.
+fn api_requests(lab: &Lab, router: Ipv4Addr, n: usize, gap: Duration) -> Result<Vec<Duration>> {
+    lab.in_netns(&lab.client(1), move || {
+        (0..n)
+            .map(|_| {
+                let t = get_api_nat(router);
+                std::thread::sleep(gap);
+                t
+            })
+            .collect::<Result<Vec<_>>>()
+    })?
+}
+
+/// A TCP stream from lan1 for `seconds`: bits/s received.
+fn tcp_stream(lab: &Lab, seconds: u64) -> Result<f64> {
+    let out = lab.run(&lab.client(1), &["iperf3", "-c", WAN_ADDR, "-t", &seconds.to_string(), "-J"])?;
+    let report: serde_json::Value = serde_json::from_str(&out)?;
+    report["end"]["sum_received"]["bits_per_second"].as_f64().context("no bits_per_second in iperf3's report")
+}
+
+fn median_ms(v: &mut [Duration]) -> f64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `--mode api` (see the module's notes).
+fn api_bench(opts: &Opts) -> Result<()> {
+    let (mut idle, mut loaded, mut hammering) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut alone, mut hammered, mut per_sec) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=opts.rounds {
+        let lab = Lab::new(LabOptions { clients: 1, host_link: false })?;
+        let dir = lab.dir().join("bench");
+        std::fs::create_dir_all(&dir)?;
+        let (_gateway, subnet, router) = start_gatekeeper(&lab, &dir, opts)?;
+        lan_client(&lab, subnet, router)?;
+        let mut server = lab.cmd(&lab.wan(), "iperf3");
+        server.args(["-s", "-B", WAN_ADDR]);
+        let _server = Proc::spawn(server, &dir.join("iperf3-server.log"))?;
+        wait_listening(&lab, &lab.wan(), 5201)?;
+        wait_quiet()?;
+        // Idle.
+        let mut i = api_requests(&lab, router, 20, Duration::from_millis(50))?;
+        // During a stream (started in the background, measured from its second second on).
+        let mut stream = lab.cmd(&lab.client(1), "iperf3");
+        stream.args(["-c", WAN_ADDR, "-t", "4"]).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut stream = stream.spawn()?;
+        std::thread::sleep(Duration::from_secs(1));
+        let l = api_requests(&lab, router, 20, Duration::from_millis(100));
+        stream.wait()?;
+        let mut l = l?;
+        // Throughput alone, then with a client reading /api/nat back to back.
+        let a = tcp_stream(&lab, opts.seconds)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let hammer = spawn_in(&lab.client(1), move || {
+            let mut times = Vec::new();
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                times.push(get_api_nat(router));
+            }
+            times.into_iter().collect::<Result<Vec<_>>>()
+        });
+        let start = Instant::now();
+        let h = tcp_stream(&lab, opts.seconds)?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut times = hammer.join().map_err(|_| anyhow::anyhow!("the hammer panicked"))??;
+        let rate = times.len() as f64 / start.elapsed().as_secs_f64();
+        eprintln!(
+            "round {round}: /api/nat idle {:.2} ms, under a TCP stream {:.2} ms; stream {:.2} Gbit/s alone, {:.2} \
+             with {rate:.0} requests/s (each {:.2} ms)",
+            median_ms(&mut i),
+            median_ms(&mut l),
+            a / 1e9,
+            h / 1e9,
+            median_ms(&mut times),
+        );
+        idle.extend(i);
+        loaded.extend(l);
+        hammering.extend(times);
+        alone.push(a / 1e9);
+        hammered.push(h / 1e9);
+        per_sec.push(rate);
+    }
+    println!(
+        "\n/api/nat, {} rounds, {} s streams, binary {}:",
+        opts.rounds,
+        opts.seconds,
+        opts.gatekeeper.as_ref().map_or("(built)".into(), |p| p.display().to_string())
+    );
+    println!("| measure | median |\n|---|---|");
+    println!("| GET /api/nat, idle NAT | {:.2} ms |", median_ms(&mut idle));
+    println!("| GET /api/nat, during a TCP stream | {:.2} ms |", median_ms(&mut loaded));
+    println!("| TCP 1 stream alone | {:.2} Gbit/s |", median(&mut alone));
+    println!("| TCP 1 stream with /api/nat back to back | {:.2} Gbit/s |", median(&mut hammered));
+    println!("| ... requests served per second meanwhile | {:.0} |", median(&mut per_sec));
+    println!("| ... each request | {:.2} ms |", median_ms(&mut hammering));
+    Ok(())
+}
+
 const USAGE: &str = "Usage: sudo bench/nat.sh [--seconds 10] [--tests tcp1,tcp4,udp64] \
-                     [--setups plain,masquerade,gatekeeper] [--attempts 3] [--queues N]";
+                     [--setups plain,masquerade,gatekeeper] [--attempts 3] [--queues N] [--mode throughput|api]                      [--rounds 5] [--gatekeeper PATH]";
 
 fn main() -> Result<()> {
-    let mut opts =
-        Opts { seconds: 10, tests: Test::ALL.to_vec(), setups: Setup::ALL.to_vec(), attempts: 3, queues: None };
+    let mut opts = Opts {
+        mode: Mode::Throughput,
+        rounds: 5,
+        gatekeeper: None,
+        seconds: 10,
+        tests: Test::ALL.to_vec(),
+        setups: Setup::ALL.to_vec(),
+        attempts: 3,
+        queues: None,
+    };
     let Some(pairs) = option_pairs(USAGE)? else { return Ok(()) };
     for (option, v) in &pairs {
         match option.as_str() {
             "--seconds" => opts.seconds = v.parse()?,
+            "--rounds" => opts.rounds = v.parse::<usize>()?.max(1),
+            "--gatekeeper" => opts.gatekeeper = Some(std::fs::canonicalize(v)?),
+            "--mode" => {
+                opts.mode = match v.as_str() {
+                    "throughput" => Mode::Throughput,
+                    "api" => Mode::Api,
+                    m => bail!("unknown mode {m}\n{USAGE}"),
+                }
+            }
             "--attempts" => opts.attempts = v.parse::<usize>()?.max(1),
             "--queues" => opts.queues = Some(v.parse()?),
             "--tests" => opts.tests = v.split(',').map(Test::parse).collect::<Result<_>>()?,
             "--setups" => opts.setups = v.split(',').map(Setup::parse).collect::<Result<_>>()?,
             o => bail!("unknown option {o}\n{USAGE}"),
         }
+    }
+    if opts.mode == Mode::Api {
+        return api_bench(&opts);
     }
     if let Some(q) = opts.queues {
         eprintln!(

@@ -4,6 +4,8 @@
 # Gbit/s and per Mpps; checksum errors and untranslated packets on the WAN checked (non-zero exit if Gatekeeper has any).
 # Usage: sudo bench/nat.sh [--seconds 10] [--tests tcp1,tcp4,udp64] [--setups plain,masquerade,gatekeeper]
 #                          [--attempts 3] [--queues N]
+#        sudo bench/nat.sh --mode api [--rounds 5] [--seconds 10] [--gatekeeper PATH]
+#        (GET /api/nat latency idle and under a TCP stream; the stream alone and with /api/nat read back to back)
 # --queues N is passed to Gatekeeper as --nat-queues N if its `run --help` lists that flag, and as the environment
 # variable GATEKEEPER_NAT_QUEUES=N in any case.
 set -euo pipefail

@@ -56,7 +56,7 @@ fn setup(flows: u32) -> (Nat, Vec<HeaderPair>) {
         let sport = 20000 + (i % 50) as u16;
         let remote = Ipv4Addr::from(0xc633_6400 + (i % 200));
         let mut o = tcp(host, sport, remote, 443);
-        assert_eq!(nat.translate(&mut o, OUT, 0), Verdict::Translated);
+        assert_eq!(nat.translate(&mut o, OUT, 0).0, Verdict::Translated);
         let ext = u16::from_be_bytes([o[20], o[21]]);
         let i = tcp(remote, 443, WAN, ext);
         let o = tcp(host, sport, remote, 443);

@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         let packet = &buf.clone()[..];
         let direction = if ctl & 1 == 0 { Direction::Outbound } else { Direction::Inbound };
         let meta = PacketMeta { direction, csum_partial: ctl & 2 != 0, gso: ctl & 4 != 0 };
-        let v = n.translate(&mut buf, meta, now);
+        let v = n.translate(&mut buf, meta, now).0;
         assert_eq!(buf.len(), packet.len());
         if v == Verdict::Accept || matches!(v, Verdict::Drop(_)) || v == Verdict::Local {
             assert_eq!(buf, packet, "only translated packets are modified");

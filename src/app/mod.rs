@@ -42,7 +42,7 @@ async fn follow_wan_address(
     wan_index: u32,
     wan_name: String,
     mut rules: crate::net::firewall::Rules,
-    nat: std::sync::mpsc::Sender<crate::datapath::Request>,
+    nat: crate::datapath::NatHandle,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut told_missing = false;
@@ -75,14 +75,8 @@ async fn follow_wan_address(
             continue;
         }
         rules.wan_ip = new;
-        let (done, applied) = tokio::sync::oneshot::channel();
-        if nat.send(crate::datapath::Request::SetWanIp(new, done)).is_err() {
-            return Ok(()); // the packet loop has ended; its own task reports why
-        }
-        // The packet loop takes requests between batches, or after its 200 ms receive timeout when idle.
-        if tokio::time::timeout(Duration::from_secs(2), applied).await.is_err() {
-            warn!("the NAT did not confirm the new WAN address within 2 s");
-        }
+        // Takes the NAT's lock for a moment, between two batches of a queue.
+        nat.set_wan_ip(new);
         info!(wan = %wan_name, %old, %new, "the WAN address changed: the NAT and the firewall use the new one");
         told_missing = false;
     }
@@ -101,7 +95,7 @@ async fn start_nat(
     config: &Config,
     tasks: &mut JoinSet<Result<()>>,
     shutdown: CancellationToken,
-) -> Result<Option<std::sync::mpsc::Sender<crate::datapath::Request>>> {
+) -> Result<Option<crate::datapath::NatHandle>> {
     let Some(wan) = lan.plan.wan.clone() else { return Ok(None) };
     let Some(&wan_ip) = wan_addresses(nl, wan.index).await?.first() else { return Ok(None) };
     let lan_if = lan.plan.lan_interface().to_owned();
@@ -135,13 +129,17 @@ async fn start_nat(
     lan.install_firewall(&rules)?;
     let follow_rules = rules.clone();
     let nat = crate::nat::Nat::new(settings::nat(config, &lan.plan, wan_ip), rand::random());
-    let (req_tx, req_rx) = std::sync::mpsc::channel();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let datapath = crate::datapath::Datapath { first_queue: 0, queues, wan_index: wan.index };
-    let thread_stop = stop.clone();
+    let datapath = crate::datapath::Datapath {
+        first_queue: 0,
+        queues,
+        wan_index: wan.index,
+        ring_capacity: crate::datapath::RING_CAPACITY,
+    };
+    let (handle, loops) = datapath.open(nat, stop.clone())?;
     std::thread::Builder::new().name("nat-q0".into()).spawn(move || {
-        let _ = done_tx.send(datapath.run(nat, thread_stop, req_rx));
+        let _ = done_tx.send(loops.run());
     })?;
     info!(wan = %wan.name, address = %wan_ip, forwards = config.port_forwards.len(), queues, "NAT on");
     tasks.spawn(follow_wan_address(
@@ -149,7 +147,7 @@ async fn start_nat(
         wan.index,
         wan.name.clone(),
         follow_rules,
-        req_tx.clone(),
+        handle.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(async move {
@@ -164,7 +162,7 @@ async fn start_nat(
             },
         }
     });
-    Ok(Some(req_tx))
+    Ok(Some(handle))
 }
 
 pub async fn run(config: Config) -> Result<()> {

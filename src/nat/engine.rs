@@ -26,6 +26,7 @@
 //!   kernel's defragmenter (nf_defrag_ipv4) runs before the queue, so fragments should not reach us at all.
 
 use super::checksum::{Delta, complete_l4_checksum, pseudo_l4_checksum};
+use super::record::wire_size;
 use super::table::{
     Class, NONE, Removed, T_DATA_OUT, T_EST, T_FIN_IN, T_FIN_OUT, T_RST, T_SYN_IN, T_SYN_OUT, T_SYNACK, Table,
     internal_key, session_key, tcp_state,
@@ -99,6 +100,28 @@ fn rewrite_l4(pkt: &mut [u8], ip: &Ipv4, rw: &Rw, csum: Csum) {
         Csum::PartialGso => {
             pseudo_l4_checksum(pkt);
         }
+    }
+}
+
+/// For a record: source and destination port (for ICMP echo both are the identifier; else 0 where there are
+/// none), and the length of the IP + L4 headers every GSO segment repeats.
+fn record_ports(pkt: &[u8], ip: &Ipv4) -> (u16, u16, usize) {
+    let l4 = ip.l4_off();
+    let len = ip.l4_len();
+    if ip.is_later_fragment() {
+        return (0, 0, ip.ihl);
+    }
+    match ip.proto {
+        PROTO_TCP if len >= 20 => {
+            let doff = usize::from(pkt[l4 + 12] >> 4) * 4;
+            (be16(pkt, l4), be16(pkt, l4 + 2), ip.ihl + doff.clamp(20, len))
+        }
+        PROTO_UDP if len >= 8 => (be16(pkt, l4), be16(pkt, l4 + 2), ip.ihl + 8),
+        PROTO_ICMP if len >= 8 && matches!(pkt[l4], ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) => {
+            let id = be16(pkt, l4 + 4);
+            (id, id, ip.ihl + 8)
+        }
+        _ => (0, 0, ip.ihl),
     }
 }
 
@@ -184,6 +207,12 @@ fn apply(pkt: &mut [u8], ip: &Ipv4, rw: &Rw, update_l4: bool) -> Delta {
     all
 }
 
+/// Up to `limit` entries of `all` from `offset`.
+fn page(all: &[u32], offset: usize, limit: usize) -> &[u32] {
+    let from = offset.min(all.len());
+    &all[from..from + limit.min(all.len() - from)]
+}
+
 fn protos(p: Protocols) -> &'static [Protocol] {
     match p {
         Protocols::Tcp => &[Protocol::Tcp],
@@ -249,7 +278,13 @@ impl Nat {
             lan_net: u32::from(cfg.lan_subnet.network()),
             lan_mask: u32::from(cfg.lan_subnet.netmask()),
             range: (a.min(b), a.max(b)),
-            t: Table::new(seed, timeouts),
+            // Room for every ephemeral mapping and both protocols of every forward (see `Table::new`).
+            t: Table::new(
+                seed,
+                timeouts,
+                cfg.max_mappings.max(1).saturating_add(2 * forwards.len()),
+                cfg.max_connections.max(1),
+            ),
             stats: Stats::default(),
             rng: seed ^ 0x6a09_e667_f3bc_c909,
             cfg,
@@ -341,13 +376,55 @@ impl Nat {
     }
 
     /// Translates one IPv4 packet (starting at the IP header) in place. `now_ms`: monotonic milliseconds.
-    pub fn translate(&mut self, packet: &mut [u8], meta: PacketMeta, now_ms: u64) -> Verdict {
+    /// Returns the verdict and the packet's record (see `record`); allocates nothing.
+    pub fn translate(&mut self, packet: &mut [u8], meta: PacketMeta, now_ms: u64) -> (Verdict, PacketRecord) {
+        let up = meta.direction == Direction::Outbound;
+        let mut rec = PacketRecord {
+            at_ms: now_ms,
+            way: if up { Way::Up } else { Way::Down },
+            bytes: packet.len().min(u32::MAX as usize) as u32,
+            segments: 1,
+            ..PacketRecord::EMPTY
+        };
         let v = match Ipv4::parse(packet) {
             Err(r) => Verdict::Drop(r),
-            Ok(ip) => match meta.direction {
-                Direction::Outbound => self.outbound(packet, ip, Csum::of(&meta), now_ms),
-                Direction::Inbound => self.inbound(packet, ip, Csum::of(&meta), now_ms),
-            },
+            Ok(ip) => {
+                let (sport, dport, headers) = record_ports(packet, &ip);
+                let to_wan = ip.dst == self.wan;
+                let v = match meta.direction {
+                    Direction::Outbound => self.outbound(packet, ip, Csum::of(&meta), now_ms),
+                    Direction::Inbound => self.inbound(packet, ip, Csum::of(&meta), now_ms),
+                };
+                (rec.bytes, rec.segments) = wire_size(ip.end, headers, meta.gso, self.cfg.mtu);
+                rec.ip_proto = ip.proto;
+                rec.protocol = match ip.proto {
+                    PROTO_TCP => L4::Tcp,
+                    PROTO_UDP => L4::Udp,
+                    PROTO_ICMP => L4::Icmp,
+                    _ => L4::Other,
+                };
+                let icmp = ip.proto == PROTO_ICMP;
+                // The source never changes coming down, nor the destination going up (but for hairpinning): the
+                // side that may have been rewritten is read back from the packet.
+                let (_, post_dport, _) = record_ports(packet, &ip);
+                let post_dst = be32(packet, 16);
+                if up {
+                    rec.hairpin = to_wan && v == Verdict::Translated;
+                    rec.device = ip.src.into();
+                    rec.device_port = sport;
+                    (rec.remote, rec.remote_port) =
+                        if rec.hairpin { (post_dst.into(), post_dport) } else { (ip.dst.into(), dport) };
+                } else {
+                    rec.device = post_dst.into();
+                    rec.device_port = post_dport;
+                    rec.remote = ip.src.into();
+                    rec.remote_port = sport;
+                }
+                if icmp {
+                    rec.remote_port = 0;
+                }
+                v
+            }
         };
         match v {
             Verdict::Translated => self.stats.translated += 1,
@@ -358,7 +435,8 @@ impl Nat {
                 self.stats.drops[r.index()] += 1;
             }
         }
-        v
+        rec.verdict = v;
+        (v, rec)
     }
 
     fn outbound(&mut self, pkt: &mut [u8], ip: Ipv4, csum: Csum, now: u64) -> Verdict {
@@ -739,6 +817,13 @@ impl Nat {
 
     /// A read-only copy of the tables.
     pub fn snapshot(&self, now_ms: u64) -> Snapshot {
+        self.view(now_ms, 0, usize::MAX)
+    }
+
+    /// A page of the tables: up to `limit` mappings and up to `limit` connections, each from position `offset`
+    /// of its table, in O(limit) (the tables keep their live entries densely, see `table`; the order is stable
+    /// only while nothing is removed).
+    pub fn view(&self, now_ms: u64, offset: usize, limit: usize) -> Snapshot {
         let wan = self.cfg.wan_ip;
         let ep = |ip: u32, port: u16| SocketAddrV4::new(ip.into(), port);
         let traffic = |c: &super::table::Counters| Traffic {
@@ -747,12 +832,10 @@ impl Nat {
             packets_in: c.packets_in,
             bytes_in: c.bytes_in,
         };
-        let mappings = self
-            .t
-            .maps
+        let mappings = page(&self.t.live_maps, offset, limit)
             .iter()
-            .filter(|m| m.live)
-            .map(|m| {
+            .map(|&i| {
+                let m = &self.t.maps[i as usize];
                 let seen = m.counters.packets_out + m.counters.packets_in > 0;
                 MappingView {
                     protocol: m.proto,
@@ -766,12 +849,10 @@ impl Nat {
                 }
             })
             .collect();
-        let connections = self
-            .t
-            .sessions
+        let connections = page(&self.t.live_sessions, offset, limit)
             .iter()
-            .filter(|s| s.live)
-            .map(|s| {
+            .map(|&i| {
+                let s = &self.t.sessions[i as usize];
                 let m = &self.t.maps[s.mapping as usize];
                 ConnectionView {
                     protocol: s.proto,
@@ -787,6 +868,12 @@ impl Nat {
                 }
             })
             .collect();
-        Snapshot { now_ms, mappings, connections }
+        Snapshot {
+            now_ms,
+            total_mappings: self.t.live_maps.len(),
+            total_connections: self.t.live_sessions.len(),
+            mappings,
+            connections,
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 mod checksum;
 mod engine;
+pub mod record;
 mod table;
 pub mod wire;
 
@@ -14,6 +15,7 @@ mod tests;
 
 pub use checksum::complete_l4_checksum;
 pub use engine::Nat;
+pub use record::{L4, PacketRecord, Way};
 
 use crate::labels::labelled_enum;
 use crate::ports::forward::PortForward;
@@ -44,6 +46,8 @@ pub struct NatConfig {
     pub tcp_transitory_secs: u64,
     pub udp_secs: u64,
     pub icmp_secs: u64,
+    /// The links' MTU, used to count a GSO packet as the segments it becomes on the wire (see `record`).
+    pub mtu: u16,
 }
 
 impl NatConfig {
@@ -60,6 +64,7 @@ impl NatConfig {
             tcp_transitory_secs: 240,
             udp_secs: 300,
             icmp_secs: 60,
+            mtu: 1500,
         }
     }
 }
@@ -150,7 +155,7 @@ pub enum TcpState {
 }
 
 /// Counters. Serializes with `drops` as a map from reason label to count.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub translated: u64,
     pub accepted: u64,
@@ -177,7 +182,76 @@ impl Stats {
     pub fn drops(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL.iter().map(|&r| (r, self.dropped_for(r)))
     }
+
+    /// Every field as one array (the order of `from_array`), for a mirror in atomics that readers load without the
+    /// NAT's lock (`datapath`).
+    pub fn to_array(&self) -> [u64; STATS_LEN] {
+        let mut a = [0; STATS_LEN];
+        a[..STATS_FIELDS].copy_from_slice(&[
+            self.translated,
+            self.accepted,
+            self.local,
+            self.dropped,
+            self.hairpinned,
+            self.icmp_errors_translated,
+            self.mappings,
+            self.connections,
+            self.mappings_created,
+            self.connections_created,
+            self.mappings_evicted,
+            self.connections_evicted,
+            self.connections_expired,
+        ]);
+        a[STATS_FIELDS..].copy_from_slice(&self.drops);
+        a
+    }
+
+    pub fn from_array(a: &[u64; STATS_LEN]) -> Stats {
+        let mut drops = [0; DropReason::ALL.len()];
+        drops.copy_from_slice(&a[STATS_FIELDS..]);
+        Stats {
+            translated: a[0],
+            accepted: a[1],
+            local: a[2],
+            dropped: a[3],
+            hairpinned: a[4],
+            icmp_errors_translated: a[5],
+            mappings: a[6],
+            connections: a[7],
+            mappings_created: a[8],
+            connections_created: a[9],
+            mappings_evicted: a[10],
+            connections_evicted: a[11],
+            connections_expired: a[12],
+            drops,
+        }
+    }
+
+    /// As [`crate::counters::Counters`]: `dropped` once per reason (labelled), `mappings` and `connections` gauges.
+    pub fn counters(&self) -> crate::counters::Counters {
+        let mut c = crate::counters::Counters::new();
+        c.counter("translated", self.translated)
+            .counter("accepted", self.accepted)
+            .counter("local", self.local)
+            .counter("hairpinned", self.hairpinned)
+            .counter("icmp_errors_translated", self.icmp_errors_translated)
+            .gauge("mappings", self.mappings)
+            .gauge("connections", self.connections)
+            .counter("mappings_created", self.mappings_created)
+            .counter("connections_created", self.connections_created)
+            .counter("mappings_evicted", self.mappings_evicted)
+            .counter("connections_evicted", self.connections_evicted)
+            .counter("connections_expired", self.connections_expired);
+        for (r, n) in self.drops() {
+            c.labelled("dropped", "reason", r.as_str(), n);
+        }
+        c
+    }
 }
+
+/// The plain fields of [`Stats`], then one per drop reason.
+const STATS_FIELDS: usize = 13;
+pub const STATS_LEN: usize = STATS_FIELDS + DropReason::ALL.len();
 
 impl Serialize for Stats {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -254,10 +328,13 @@ pub struct ConnectionView {
     pub traffic: Traffic,
 }
 
-/// A read-only copy of the tables for the ports view.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A read-only copy of the tables, or of one page of them ([`Nat::view`]), for the ports view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
     pub now_ms: u64,
+    /// Mappings (forwards included) and connections in the tables, of which these are a page.
+    pub total_mappings: usize,
+    pub total_connections: usize,
     pub mappings: Vec<MappingView>,
     pub connections: Vec<ConnectionView>,
 }

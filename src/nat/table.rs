@@ -10,6 +10,17 @@
 //! - Only outbound packets create state; an ephemeral mapping lives exactly as long as it has a session (so its
 //!   lifetime is the latest expiry of its sessions, which only outbound packets push forward). Forward mappings are
 //!   pinned.
+//! - `live_maps` / `live_sessions` list the live entries densely (each entry knows its position; removal moves the
+//!   last one into the hole), so a page of the tables is read in O(page) at any offset (`Nat::view`). Removals
+//!   reorder them: a reader paging through a table that changes meanwhile may see an entry twice or miss one.
+//! - Allocation: the slabs, free lists and dense lists are allocated up front for the configured bounds
+//!   (`Table::new`; untouched capacity costs no memory), so creating state does not allocate there. The hash
+//!   indexes grow on demand: made for the bounds up front (twice the bounds, to be exact, see below) they spread a
+//!   home's few thousand flows over megabytes, and lookups with 10,000 flows took 2x as long (cache and TLB
+//!   misses; `benches/translate.rs`). They stop growing for good once their capacity is twice the most entries
+//!   they have held: hashbrown cleans tombstones by an in-place rehash while at most half its capacity is in use,
+//!   and doubles otherwise, so after the tables first fill up each index doubles at most once more and then the
+//!   packet path never allocates (`tests/nat_alloc.rs` measures that steady state).
 //! - Expiry and eviction: each session sits in the list of its timeout class, kept in expiry order (refresh = move
 //!   to the tail), so `expire` pops heads. Each ephemeral mapping sits in one of two LRU lists per protocol (ordered by
 //!   last outbound packet): "protected" when it carries an established TCP connection or a UDP flow that has seen a
@@ -225,6 +236,8 @@ pub struct Session {
     pub counters: Counters,
     pub lru: Links,
     pub sib: Links,
+    /// Position in `Table::live_sessions`.
+    pub dense: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -248,6 +261,8 @@ pub struct Mapping {
     pub counters: Counters,
     pub lru: Links,
     pub sessions_list: List,
+    /// Position in `Table::live_maps`.
+    pub dense: u32,
 }
 
 fn session_lru(s: &mut Session) -> &mut Links {
@@ -271,6 +286,9 @@ pub struct Table {
     free_maps: Vec<u32>,
     pub sessions: Vec<Session>,
     free_sessions: Vec<u32>,
+    /// Indexes of the live mappings and sessions, densely (see the module's notes).
+    pub live_maps: Vec<u32>,
+    pub live_sessions: Vec<u32>,
     pub by_internal: FastMap<u64, u32>,
     pub by_session: FastMap<u128, u32>,
     /// (proto, external port) -> mapping index or NONE.
@@ -285,15 +303,20 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(seed: u64, timeouts_ms: [u64; CLASSES]) -> Table {
+    /// A table with room for `maps` mappings (forwards included) and `sessions` sessions in its slabs, allocated
+    /// now; the hash indexes grow as needed (see the module's notes).
+    pub fn new(seed: u64, timeouts_ms: [u64; CLASSES], maps: usize, sessions: usize) -> Table {
         let h = Seeded(seed ^ 0x5851_f42d_4c95_7f2d);
+        let hs = Seeded(h.0.rotate_left(17) ^ 0x2545_f491_4f6c_dd1d);
         Table {
-            maps: Vec::new(),
-            free_maps: Vec::new(),
-            sessions: Vec::new(),
-            free_sessions: Vec::new(),
+            maps: Vec::with_capacity(maps),
+            free_maps: Vec::with_capacity(maps),
+            sessions: Vec::with_capacity(sessions),
+            free_sessions: Vec::with_capacity(sessions),
+            live_maps: Vec::with_capacity(maps),
+            live_sessions: Vec::with_capacity(sessions),
             by_internal: HashMap::with_hasher(h),
-            by_session: HashMap::with_hasher(Seeded(h.0.rotate_left(17) ^ 0x2545_f491_4f6c_dd1d)),
+            by_session: HashMap::with_hasher(hs),
             by_external: vec![0; 3 * 65536],
             classes: Default::default(),
             map_lru: Default::default(),
@@ -343,6 +366,7 @@ impl Table {
             counters: Counters::default(),
             lru: Links::default(),
             sessions_list: List::default(),
+            dense: self.live_maps.len() as u32,
         };
         let i = match self.free_maps.pop() {
             Some(i) => {
@@ -354,6 +378,7 @@ impl Table {
                 (self.maps.len() - 1) as u32
             }
         };
+        self.live_maps.push(i);
         if index_internal {
             self.by_internal.insert(internal_key(proto, int_ip, int_port), i);
         }
@@ -415,6 +440,7 @@ impl Table {
             counters: Counters::default(),
             lru: Links::default(),
             sib: Links::default(),
+            dense: self.live_sessions.len() as u32,
         };
         let i = match self.free_sessions.pop() {
             Some(i) => {
@@ -426,6 +452,7 @@ impl Table {
                 (self.sessions.len() - 1) as u32
             }
         };
+        self.live_sessions.push(i);
         self.by_session.insert(key, i);
         push_back(&mut self.sessions, &mut self.classes[class as usize], i, session_lru);
         let mp = &mut self.maps[m as usize];
@@ -515,6 +542,11 @@ impl Table {
         if class.protected() {
             self.protected_delta(m, false);
         }
+        let at = self.sessions[s as usize].dense;
+        self.live_sessions.swap_remove(at as usize);
+        if let Some(&moved) = self.live_sessions.get(at as usize) {
+            self.sessions[moved as usize].dense = at;
+        }
         self.free_sessions.push(s);
         self.session_count -= 1;
         removed.sessions += 1;
@@ -550,6 +582,11 @@ impl Table {
         if !pinned {
             unlink(&mut self.maps, &mut self.map_lru[proto as usize][usize::from(prot)], m, mapping_lru);
             self.ephemeral -= 1;
+        }
+        let at = self.maps[m as usize].dense;
+        self.live_maps.swap_remove(at as usize);
+        if let Some(&moved) = self.live_maps.get(at as usize) {
+            self.maps[moved as usize].dense = at;
         }
         self.free_maps.push(m);
         removed.mappings += 1;

@@ -165,7 +165,7 @@ fn assert_checksums(p: &[u8]) {
 }
 
 fn go(n: &mut Nat, p: &mut [u8], meta: PacketMeta, now: u64) -> Verdict {
-    let v = n.translate(p, meta, now);
+    let v = n.translate(p, meta, now).0;
     if v == Verdict::Translated {
         assert_checksums(p);
     }
@@ -556,14 +556,14 @@ fn flood_keeps_tables_bounded_and_established_flows() {
         let server = Ipv4Addr::from(0x0a00_0000 + i);
         let mut p = tcp(host, sport, server, 80, TCP_SYN);
         let t = u64::from(i) + 1;
-        assert_eq!(n.translate(&mut p, OUT, t), Verdict::Translated);
+        assert_eq!(n.translate(&mut p, OUT, t).0, Verdict::Translated);
         if i % 997 == 0 {
             let s = n.stats();
             assert!(s.mappings <= 10_000 && s.connections <= 20_000);
         }
     }
     let now = 100_001;
-    let s = n.stats().clone();
+    let s = *n.stats();
     assert!(s.mappings <= 10_000, "{s:?}");
     assert!(s.connections <= 20_000, "{s:?}");
     assert!(s.mappings_evicted > 80_000, "{s:?}");
@@ -584,7 +584,7 @@ fn flood_from_one_socket_evicts_unanswered_first() {
     let e = handshake(&mut n, 0);
     for i in 0..10_000u32 {
         let mut p = udp(B, 9000, Ipv4Addr::from(0x0a00_0000 + i), 53);
-        assert_eq!(n.translate(&mut p, OUT, 1 + u64::from(i)), Verdict::Translated);
+        assert_eq!(n.translate(&mut p, OUT, 1 + u64::from(i)).0, Verdict::Translated);
     }
     assert_eq!(n.stats().connections, 100);
     assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 20_000));
@@ -699,14 +699,14 @@ fn gso_partial_keeps_the_pseudo_header_sum_for_the_new_addresses() {
     let body: Vec<u8> = (0..60_000u32).map(|i| (i * 7) as u8).collect();
     for mut p in [tcp_opts(A, 6000, R1, 80, TCP_ACK, &body, &[]), udp_payload(A, 6001, R1, 443, &body, true)] {
         make_partial(&mut p);
-        assert_eq!(n.translate(&mut p, gso(Direction::Outbound), 0), Verdict::Translated);
+        assert_eq!(n.translate(&mut p, gso(Direction::Outbound), 0).0, Verdict::Translated);
         assert_eq!(src(&p), WAN);
         check(&p);
         assert_eq!(&p[p.len() - body.len()..], &body[..]);
     }
     let mut p = udp_payload(R1, 443, WAN, 6001, &body, true);
     make_partial(&mut p);
-    assert_eq!(n.translate(&mut p, gso(Direction::Inbound), 0), Verdict::Translated);
+    assert_eq!(n.translate(&mut p, gso(Direction::Inbound), 0).0, Verdict::Translated);
     assert_eq!(dst(&p), A);
     check(&p);
     // A GSO packet whose checksum is complete (not partial) is updated incrementally like any other.
@@ -785,47 +785,47 @@ fn malformed_and_fragments() {
     let mut n = nat();
     let mut p = udp(A, 5000, R1, 53);
     p[0] = 0x44; // IHL 4
-    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::Malformed));
     let mut p = udp(A, 5000, R1, 53);
     p[0] = 0x65;
-    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::Malformed));
     let mut p = udp(A, 5000, R1, 53);
     let l = p.len() as u16 + 1;
     p[2..4].copy_from_slice(&l.to_be_bytes());
-    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::Truncated));
+    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::Truncated));
     // Trailing bytes past the total length are left alone.
     let mut p = udp(A, 5000, R1, 53);
     p.extend_from_slice(&[0xee; 6]);
-    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Translated);
+    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Translated);
     assert_eq!(&p[p.len() - 6..], &[0xee; 6]);
     // A later fragment.
     let mut p = udp(A, 5000, R1, 53);
     p[6] = 0x00;
     p[7] = 0x10;
-    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::Fragment));
-    assert_eq!(n.translate(&mut p, IN, 0), Verdict::Drop(DropReason::Martian));
+    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::Fragment));
+    assert_eq!(n.translate(&mut p, IN, 0).0, Verdict::Drop(DropReason::Martian));
     let mut p = udp(R1, 53, WAN, 5000);
     p[7] = 0x10;
-    assert_eq!(n.translate(&mut p, IN, 0), Verdict::Drop(DropReason::Fragment));
+    assert_eq!(n.translate(&mut p, IN, 0).0, Verdict::Drop(DropReason::Fragment));
     // A first fragment is translated by its header.
     let mut p = udp(A, 5000, R1, 53);
     p[6] = 0x20; // MF
-    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Translated);
+    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Translated);
     assert_eq!(n.stats().dropped_for(DropReason::Fragment), 2);
     // Unsupported outbound protocol never leaves; inbound is the router's business.
     let mut p = ipv4(A, R1, 47, &[], &[0; 8]);
-    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::UnsupportedProtocol));
+    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::UnsupportedProtocol));
     let mut p = ipv4(R1, WAN, 47, &[], &[0; 8]);
-    assert_eq!(n.translate(&mut p, IN, 0), Verdict::Local);
+    assert_eq!(n.translate(&mut p, IN, 0).0, Verdict::Local);
     // Outside sources, inside destinations from the WAN, the router's own LAN address.
     let mut p = udp(R2, 1, R1, 53);
-    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Drop(DropReason::NotInside));
+    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::NotInside));
     let mut p = udp(R2, 1, A, 53);
-    assert_eq!(n.translate(&mut p, IN, 0), Verdict::Drop(DropReason::Martian));
+    assert_eq!(n.translate(&mut p, IN, 0).0, Verdict::Drop(DropReason::Martian));
     let mut p = udp(A, 1, ROUTER, 53);
-    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Accept);
+    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Accept);
     let mut p = udp(A, 1, B, 53);
-    assert_eq!(n.translate(&mut p, OUT, 0), Verdict::Accept);
+    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Accept);
     let s = serde_json::to_value(n.stats()).unwrap();
     assert_eq!(s["drops"]["fragment"], 2);
 }
@@ -867,7 +867,7 @@ fn every_truncation_never_panics() {
             for dir in [OUT, IN] {
                 // Cut buffer (total length now past it).
                 let mut p = s[..cut].to_vec();
-                let v = n.translate(&mut p, dir, 1);
+                let v = n.translate(&mut p, dir, 1).0;
                 assert!(matches!(v, Verdict::Drop(_)), "sample {i} cut {cut}: {v:?}");
                 // Consistent total length, L4 cut.
                 let mut p = s[..cut].to_vec();
@@ -879,7 +879,7 @@ fn every_truncation_never_panics() {
                     let c = !fold(sum(&p[..h], 0));
                     p[10..12].copy_from_slice(&c.to_be_bytes());
                 }
-                let v = n.translate(&mut p, dir, 1);
+                let v = n.translate(&mut p, dir, 1).0;
                 if v == Verdict::Translated {
                     assert_eq!(fold(sum(&p[..ihl(&p)], 0)), 0xffff, "sample {i} cut {cut}");
                 }
@@ -889,8 +889,8 @@ fn every_truncation_never_panics() {
         for ihl_v in 0..16u8 {
             let mut p = s.clone();
             p[0] = 0x40 | ihl_v;
-            let _ = n.translate(&mut p, OUT, 1);
-            let _ = n.translate(&mut p, IN, 1);
+            let _ = n.translate(&mut p, OUT, 1).0;
+            let _ = n.translate(&mut p, IN, 1).0;
         }
     }
 }
@@ -920,7 +920,7 @@ fn random_bytes_never_panic() {
             p
         };
         let dir = if rnd() % 2 == 0 { OUT } else { IN };
-        let _ = n.translate(&mut p, dir, round);
+        let _ = n.translate(&mut p, dir, round).0;
         if round % 1000 == 0 {
             n.expire(round);
         }
@@ -948,4 +948,192 @@ fn snapshot_reports_both_ways() {
     assert_eq!((c.traffic.packets_in, c.traffic.bytes_out), (1, udp(A, 5000, R1, 53).len() as u64));
     let j = serde_json::to_string(&s).unwrap();
     assert!(j.contains("\"protocol\":\"udp\""));
+}
+
+// ---- packet records ----
+
+/// Translates and returns the verdict and record, checking the record's verdict is the one returned.
+fn rec(n: &mut Nat, p: &mut [u8], meta: PacketMeta, now: u64) -> (Verdict, PacketRecord) {
+    let (v, r) = n.translate(p, meta, now);
+    assert_eq!(r.verdict, v);
+    assert_eq!(r.at_ms, now);
+    if v == Verdict::Translated {
+        assert_checksums(p);
+    }
+    (v, r)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assert_record(
+    r: &PacketRecord,
+    device: (Ipv4Addr, u16),
+    remote: (Ipv4Addr, u16),
+    protocol: L4,
+    way: Way,
+    bytes: usize,
+    verdict: Verdict,
+) {
+    assert_eq!((r.device, r.device_port), device, "device of {r:?}");
+    assert_eq!((r.remote, r.remote_port), remote, "remote of {r:?}");
+    assert_eq!((r.protocol, r.way, r.verdict), (protocol, way, verdict), "{r:?}");
+    assert_eq!((r.bytes, r.segments), (bytes as u32, 1), "{r:?}");
+}
+
+#[test]
+fn records_tcp_udp_icmp_both_ways() {
+    let mut n = nat();
+    let t = Verdict::Translated;
+    // TCP: up from A:4000 to R1:80, and the reply down.
+    let mut p = tcp(A, 4000, R1, 80, TCP_SYN);
+    let (_, r) = rec(&mut n, &mut p, OUT, 5);
+    assert_record(&r, (A, 4000), (R1, 80), L4::Tcp, Way::Up, p.len(), t);
+    assert_eq!((r.ip_proto, r.hairpin), (PROTO_TCP, false));
+    let ext = sport(&p);
+    let mut p = tcp(R1, 80, WAN, ext, TCP_SYN | TCP_ACK);
+    let (_, r) = rec(&mut n, &mut p, IN, 6);
+    assert_record(&r, (A, 4000), (R1, 80), L4::Tcp, Way::Down, p.len(), t);
+    // UDP.
+    let mut p = udp(B, 5353, R2, 53);
+    let (_, r) = rec(&mut n, &mut p, OUT, 7);
+    assert_record(&r, (B, 5353), (R2, 53), L4::Udp, Way::Up, p.len(), t);
+    let ext = sport(&p);
+    let mut p = udp_payload(R2, 53, WAN, ext, &[7; 300], true);
+    let (_, r) = rec(&mut n, &mut p, IN, 8);
+    assert_record(&r, (B, 5353), (R2, 53), L4::Udp, Way::Down, p.len(), t);
+    // ICMP echo: the device's own identifier as its port, none for the remote.
+    let mut p = echo(A, R3, ICMP_ECHO_REQUEST, 0x77, 1);
+    let (_, r) = rec(&mut n, &mut p, OUT, 9);
+    assert_record(&r, (A, 0x77), (R3, 0), L4::Icmp, Way::Up, p.len(), t);
+    let id = echo_id(&p);
+    let mut p = echo(R3, WAN, ICMP_ECHO_REPLY, id, 1);
+    let (_, r) = rec(&mut n, &mut p, IN, 10);
+    assert_record(&r, (A, 0x77), (R3, 0), L4::Icmp, Way::Down, p.len(), t);
+    // An ICMP error about the UDP flow, from a router on the way: down to B, from the router.
+    let mut quoted = udp(WAN.octets().into(), ext, R2, 53);
+    quoted.truncate(28);
+    let mut p = error(HOP, WAN, ICMP_DEST_UNREACH, 3, [0; 4], &quoted, 28);
+    let (_, r) = rec(&mut n, &mut p, IN, 11);
+    assert_record(&r, (B, 0), (HOP, 0), L4::Icmp, Way::Down, p.len(), t);
+    // Inbound to nothing: the router's own (Local), addresses as they came.
+    let mut p = udp(R1, 1, WAN, 9);
+    let (_, r) = rec(&mut n, &mut p, IN, 12);
+    assert_record(&r, (WAN, 9), (R1, 1), L4::Udp, Way::Down, p.len(), Verdict::Local);
+}
+
+#[test]
+fn records_hairpin_and_drops() {
+    let mut n = nat();
+    // B has a mapping; A sends to it through the WAN address: one record, A's, up, to B's own endpoint.
+    let (_, ext_b) = out(&mut n, udp(B, 7000, R1, 9), 0);
+    let mut p = udp(A, 7100, WAN, ext_b);
+    let (v, r) = rec(&mut n, &mut p, OUT, 1);
+    assert_eq!(v, Verdict::Translated);
+    assert!(r.hairpin);
+    assert_record(&r, (A, 7100), (B, 7000), L4::Udp, Way::Up, p.len(), v);
+    // To the WAN address with nothing behind: for the router, not a hairpin.
+    let mut p = udp(A, 7100, WAN, 1);
+    let (v, r) = rec(&mut n, &mut p, OUT, 1);
+    assert_eq!((v, r.hairpin), (Verdict::Accept, false));
+    // Dropped: the reason is in the record, with what could be read.
+    let mut p = udp(Ipv4Addr::new(10, 9, 9, 9), 1000, R1, 53);
+    let (_, r) = rec(&mut n, &mut p, OUT, 2);
+    let drop = Verdict::Drop(DropReason::NotInside);
+    assert_record(&r, (Ipv4Addr::new(10, 9, 9, 9), 1000), (R1, 53), L4::Udp, Way::Up, p.len(), drop);
+    let mut p = tcp(A, 1, R1, 2, TCP_RST);
+    let (_, r) = rec(&mut n, &mut p, OUT, 2);
+    assert_record(&r, (A, 1), (R1, 2), L4::Tcp, Way::Up, p.len(), Verdict::Drop(DropReason::NoMapping));
+    let mut p = ipv4(A, R1, 47, &[], &[0; 24]);
+    let (_, r) = rec(&mut n, &mut p, OUT, 2);
+    let drop = Verdict::Drop(DropReason::UnsupportedProtocol);
+    assert_record(&r, (A, 0), (R1, 0), L4::Other, Way::Up, p.len(), drop);
+    assert_eq!(r.ip_proto, 47);
+    // Not even an IP header: nothing but the size, the way and the reason.
+    let mut p = vec![0x60; 40];
+    let (_, r) = rec(&mut n, &mut p, IN, 3);
+    assert_eq!(
+        r,
+        PacketRecord {
+            at_ms: 3,
+            bytes: 40,
+            segments: 1,
+            way: Way::Down,
+            verdict: Verdict::Drop(DropReason::Malformed),
+            ..PacketRecord::EMPTY
+        }
+    );
+}
+
+#[test]
+fn a_gso_packet_is_counted_as_its_segments() {
+    let mut n = nat();
+    let gso = |direction| PacketMeta { csum_partial: true, gso: true, ..PacketMeta::new(direction) };
+    // TCP with a 12-byte timestamp option: 52 header bytes, 1448 of payload per 1500-byte segment.
+    let opts = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+    let payload = 64_000;
+    let mut seg = vec![0u8; 32 + payload];
+    seg[0..2].copy_from_slice(&6000u16.to_be_bytes());
+    seg[2..4].copy_from_slice(&80u16.to_be_bytes());
+    seg[12] = 8 << 4;
+    seg[13] = TCP_ACK;
+    seg[20..32].copy_from_slice(&opts);
+    l4_checksum(A, R1, PROTO_TCP, &mut seg, 16);
+    let mut p = ipv4(A, R1, PROTO_TCP, &[], &seg);
+    make_partial(&mut p);
+    let (v, r) = n.translate(&mut p, gso(Direction::Outbound), 0);
+    assert_eq!(v, Verdict::Translated);
+    let segments = payload.div_ceil(1448);
+    assert_eq!(segments, 45);
+    assert_eq!((r.segments as usize, r.bytes as usize), (segments, payload + segments * 52));
+    // Not GSO: one packet of its own size, however big.
+    let mut p = ipv4(A, R1, PROTO_TCP, &[], &seg);
+    let (_, r) = n.translate(&mut p, OUT, 0);
+    assert_eq!((r.segments, r.bytes as usize), (1, 20 + 32 + payload));
+    // UDP GSO: counted with the largest datagram that fits the MTU (1472 bytes of payload).
+    let mut p = udp_payload(A, 6001, R1, 443, &vec![1; 14_720], true);
+    make_partial(&mut p);
+    let (_, r) = n.translate(&mut p, gso(Direction::Outbound), 0);
+    assert_eq!((r.segments, r.bytes), (10, 14_720 + 10 * 28));
+    // A smaller MTU means more segments.
+    let mut c = cfg();
+    c.mtu = 1280;
+    let mut n = Nat::new(c, 1);
+    let mut p = udp_payload(A, 6001, R1, 443, &vec![1; 14_720], true);
+    let (_, r) = n.translate(&mut p, gso(Direction::Outbound), 0);
+    assert_eq!(r.segments as usize, 14_720usize.div_ceil(1280 - 28));
+}
+
+#[test]
+fn view_pages_the_tables() {
+    let mut n = nat();
+    for i in 0..50u16 {
+        out(&mut n, udp(A, 2000 + i, R1, 53), 0);
+    }
+    let all = n.snapshot(0);
+    assert_eq!((all.total_mappings, all.total_connections, all.mappings.len()), (50, 50, 50));
+    let mut seen = Vec::new();
+    for offset in (0..60).step_by(20) {
+        let page = n.view(0, offset, 20);
+        assert_eq!((page.total_mappings, page.total_connections), (50, 50));
+        assert_eq!(page.mappings.len(), 20.min(50 - offset.min(50)));
+        assert_eq!(page.connections.len(), page.mappings.len());
+        seen.extend(page.mappings.into_iter().map(|m| m.internal.port()));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (2000..2050).collect::<Vec<_>>(), "every mapping once over the pages");
+    assert!(n.view(0, 1000, 20).mappings.is_empty());
+    // Removing some entries keeps the dense lists right.
+    for i in 0..10u16 {
+        out(&mut n, udp(A, 2000 + i, R1, 53), 200 * SEC);
+    }
+    n.expire(301 * SEC);
+    let mut left: Vec<u16> = n.view(301 * SEC, 0, 100).mappings.iter().map(|m| m.internal.port()).collect();
+    left.sort_unstable();
+    assert_eq!(left, (2000..2010).collect::<Vec<_>>());
+    let left: Vec<u16> = n.view(301 * SEC, 0, 100).connections.iter().map(|c| c.internal.port()).collect();
+    assert_eq!(left.len(), 10);
+    n.expire(600 * SEC);
+    let after = n.view(600 * SEC, 0, 100);
+    assert_eq!((after.total_mappings, after.mappings.len(), after.connections.len()), (0, 0, 0));
+    out(&mut n, udp(A, 9, R1, 53), 601 * SEC);
+    assert_eq!(n.view(601 * SEC, 0, 100).mappings.len(), 1);
 }

@@ -35,7 +35,7 @@ pub struct Handles {
     pub dhcp: DhcpHandle,
     pub dns: DnsHandle,
     /// Empty without a WAN, and until the WAN has an address (the NAT starts then).
-    pub nat: std::sync::Arc<std::sync::OnceLock<std::sync::mpsc::Sender<crate::datapath::Request>>>,
+    pub nat: std::sync::Arc<std::sync::OnceLock<crate::datapath::NatHandle>>,
 }
 
 #[derive(Clone)]
@@ -101,14 +101,18 @@ async fn api_dhcp(State(web): State<Web>) -> impl IntoResponse {
     Json(web.handles.dhcp.view().await)
 }
 
-/// The NAT's mappings, connections and counters (what every WAN port is used for).
-async fn api_nat(State(web): State<Web>) -> impl IntoResponse {
+#[derive(serde::Deserialize)]
+struct Page {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// The NAT's counters and a page of its mappings and connections (what every WAN port is used for):
+/// `/api/nat?offset=0&limit=1000` (limit at most 10,000). Never waits for the packet path's batches.
+async fn api_nat(State(web): State<Web>, Query(page): Query<Page>) -> impl IntoResponse {
     let Some(nat) = web.handles.nat.get() else { return Json(crate::datapath::NatView::default()) };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if nat.send(crate::datapath::Request::Snapshot(tx)).is_err() {
-        return Json(Default::default());
-    }
-    Json(rx.await.unwrap_or_default())
+    let (offset, limit) = (page.offset.unwrap_or(0), page.limit.unwrap_or(crate::datapath::VIEW_LIMIT));
+    Json(nat.view(offset, limit))
 }
 
 /// Per-device DNS query logs and the resolver's counters.
