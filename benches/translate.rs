@@ -3,6 +3,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gatekeeper::nat::{Direction, Nat, NatConfig, PacketMeta, Verdict};
+use gatekeeper::types::Time;
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
@@ -56,7 +57,7 @@ fn setup(flows: u32) -> (Nat, Vec<HeaderPair>) {
         let sport = 20000 + (i % 50) as u16;
         let remote = Ipv4Addr::from(0xc633_6400 + (i % 200));
         let mut o = tcp(host, sport, remote, 443);
-        assert_eq!(nat.translate(&mut o, OUT, 0).0, Verdict::Translated);
+        assert_eq!(nat.translate(&mut o, OUT, Time::ZERO).0, Verdict::Translated);
         let ext = u16::from_be_bytes([o[20], o[21]]);
         let i = tcp(remote, 443, WAN, ext);
         let o = tcp(host, sport, remote, 443);
@@ -81,14 +82,14 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 k = (k + 7919) % pairs.len();
                 load(&mut work, &pairs[k].0);
-                black_box(nat.translate(black_box(&mut work), OUT, 1000))
+                black_box(nat.translate(black_box(&mut work), OUT, Time::from_unix_ms(1000)))
             })
         });
         g.bench_function(format!("established_inbound_{flows}_flows"), |b| {
             b.iter(|| {
                 k = (k + 7919) % pairs.len();
                 load(&mut work, &pairs[k].1);
-                black_box(nat.translate(black_box(&mut work), IN, 1000))
+                black_box(nat.translate(black_box(&mut work), IN, Time::from_unix_ms(1000)))
             })
         });
     }
@@ -105,7 +106,7 @@ fn bench(c: &mut Criterion) {
             load(&mut p, &template);
             p[14..16].copy_from_slice(&((n >> 16) as u16).to_be_bytes());
             p[20..22].copy_from_slice(&(n as u16).to_be_bytes());
-            black_box(nat.translate(&mut p, OUT, u64::from(n)))
+            black_box(nat.translate(&mut p, OUT, Time::from_unix_ms(u64::from(n))))
         })
     });
     g.finish();

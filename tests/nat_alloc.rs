@@ -6,6 +6,7 @@
 //! (the lib's unit tests already have one, for the DNS core).
 
 use gatekeeper::nat::{Direction, DropReason, Nat, NatConfig, PacketMeta, Verdict};
+use gatekeeper::types::Time;
 use std::cell::Cell;
 use std::net::Ipv4Addr;
 
@@ -94,7 +95,7 @@ struct Run {
 impl Run {
     fn go(&mut self, meta: PacketMeta, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> (Verdict, u16) {
         let len = packet(&mut self.buf, src, dst, proto, l4);
-        let (v, r) = self.nat.translate(&mut self.buf[..len], meta, self.now);
+        let (v, r) = self.nat.translate(&mut self.buf[..len], meta, Time::from_unix_ms(self.now));
         std::hint::black_box(r);
         // The external port (outbound) or identifier, as rewritten.
         let at = if proto == 1 { 24 } else { 20 };
@@ -136,10 +137,13 @@ impl Run {
         assert_eq!(self.go(IN, REMOTE, WAN, 17, &ports(17, 1, 9, 0)).0, Verdict::Local);
         let len = packet(&mut self.buf, HOST, REMOTE, 17, &[0; 4]);
         self.buf[0] = 0x65;
-        assert_eq!(self.nat.translate(&mut self.buf[..len], OUT, self.now).0, Verdict::Drop(DropReason::Malformed));
+        assert_eq!(
+            self.nat.translate(&mut self.buf[..len], OUT, Time::from_unix_ms(self.now)).0,
+            Verdict::Drop(DropReason::Malformed)
+        );
         self.now += 3;
         if k.is_multiple_of(500) {
-            self.nat.expire(self.now);
+            self.nat.expire(Time::from_unix_ms(self.now));
         }
     }
 }

@@ -5,8 +5,9 @@
 //! connections, evictions in a deliberately tiny table) meets the next. Translated packets must keep their length.
 #![no_main]
 
-use gatekeeper::config::{PortForward, Protocols};
+use gatekeeper::ports::forward::{PortForward, Protocols};
 use gatekeeper::nat::{Direction, Nat, NatConfig, PacketMeta, Verdict, complete_l4_checksum};
+use gatekeeper::types::Time;
 use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -56,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
         let packet = &buf.clone()[..];
         let direction = if ctl & 1 == 0 { Direction::Outbound } else { Direction::Inbound };
         let meta = PacketMeta { direction, csum_partial: ctl & 2 != 0, gso: ctl & 4 != 0 };
-        let v = n.translate(&mut buf, meta, now).0;
+        let v = n.translate(&mut buf, meta, Time::from_unix_ms(now)).0;
         assert_eq!(buf.len(), packet.len());
         if v == Verdict::Accept || matches!(v, Verdict::Drop(_)) || v == Verdict::Local {
             assert_eq!(buf, packet, "only translated packets are modified");
@@ -64,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = complete_l4_checksum(&mut buf);
         now += u64::from(ctl >> 2) * 1000;
         if ctl & 0x80 != 0 {
-            n.expire(now);
+            n.expire(Time::from_unix_ms(now));
         }
         rest = next;
     }

@@ -141,7 +141,7 @@ impl NatHandle {
     /// copied under the lock in O(limit).
     pub fn view(&self, offset: usize, limit: usize) -> NatView {
         let limit = limit.min(VIEW_MAX);
-        let tables = self.0.nat().view(Time::now().unix_ms(), offset, limit);
+        let tables = self.0.nat().view(Time::now(), offset, limit);
         NatView { queues: self.0.queues, counters: self.counters(), offset, limit, tables }
     }
 
@@ -238,7 +238,7 @@ fn run_queue(mut q: Queue, mut records: Producer<PacketRecord>, shared: &Shared,
     let mut decisions: Vec<Decision> = Vec::with_capacity(64);
     let mut coalescer = Coalescer::new(COALESCE);
     tight_timer_slack();
-    let mut last_expire = 0u64;
+    let mut last_expire = Time::ZERO;
     let mut malformed_seen = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         let n = match q.recv() {
@@ -248,7 +248,7 @@ fn run_queue(mut q: Queue, mut records: Producer<PacketRecord>, shared: &Shared,
                 return Err(e);
             }
         };
-        let now = Time::now().unix_ms();
+        let now = Time::now();
         decisions.clear();
         let mut bytes = 0;
         if n > 0 {
@@ -310,7 +310,7 @@ fn run_queue(mut q: Queue, mut records: Producer<PacketRecord>, shared: &Shared,
             // Under heavy load only (see COALESCE): a short nap, so that the next receive brings a fuller batch.
             std::thread::sleep(wait);
         }
-        if expires && now >= last_expire + 1000 {
+        if expires && now >= last_expire.plus_ms(1000) {
             last_expire = now;
             let mut nat = shared.nat();
             nat.expire(now);

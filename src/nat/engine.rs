@@ -34,6 +34,7 @@ use super::table::{
 use super::wire::*;
 use super::*;
 use crate::ports::forward::Protocols;
+use crate::types::Time;
 
 pub struct Nat {
     cfg: NatConfig,
@@ -362,7 +363,8 @@ impl Nat {
 
     /// Drops expired connections (and the mappings left without one). Call about once a second. Returns how many
     /// connections and mappings were removed.
-    pub fn expire(&mut self, now_ms: u64) -> usize {
+    pub fn expire(&mut self, now: Time) -> usize {
+        let now_ms = now.unix_ms();
         let mut r = Removed::default();
         self.t.expire(now_ms, &mut r);
         self.stats.connections_expired += r.sessions as u64;
@@ -375,9 +377,10 @@ impl Nat {
         self.stats.connections = self.t.session_count as u64;
     }
 
-    /// Translates one IPv4 packet (starting at the IP header) in place. `now_ms`: monotonic milliseconds.
+    /// Translates one IPv4 packet (starting at the IP header) in place, at `now` (which never goes back).
     /// Returns the verdict and the packet's record (see `record`); allocates nothing.
-    pub fn translate(&mut self, packet: &mut [u8], meta: PacketMeta, now_ms: u64) -> (Verdict, PacketRecord) {
+    pub fn translate(&mut self, packet: &mut [u8], meta: PacketMeta, now: Time) -> (Verdict, PacketRecord) {
+        let now_ms = now.unix_ms();
         let up = meta.direction == Direction::Outbound;
         let mut rec = PacketRecord {
             at_ms: now_ms,
@@ -816,14 +819,15 @@ impl Nat {
     }
 
     /// A read-only copy of the tables.
-    pub fn snapshot(&self, now_ms: u64) -> Snapshot {
-        self.view(now_ms, 0, usize::MAX)
+    pub fn snapshot(&self, now: Time) -> Snapshot {
+        self.view(now, 0, usize::MAX)
     }
 
     /// A page of the tables: up to `limit` mappings and up to `limit` connections, each from position `offset`
     /// of its table, in O(limit) (the tables keep their live entries densely, see `table`; the order is stable
     /// only while nothing is removed).
-    pub fn view(&self, now_ms: u64, offset: usize, limit: usize) -> Snapshot {
+    pub fn view(&self, now: Time, offset: usize, limit: usize) -> Snapshot {
+        let now_ms = now.unix_ms();
         let wan = self.cfg.wan_ip;
         let ep = |ip: u32, port: u16| SocketAddrV4::new(ip.into(), port);
         let traffic = |c: &super::table::Counters| Traffic {

@@ -20,6 +20,11 @@ const OUT: PacketMeta = PacketMeta::new(Direction::Outbound);
 const IN: PacketMeta = PacketMeta::new(Direction::Inbound);
 const SEC: u64 = 1000;
 
+/// Milliseconds as the NAT's time.
+fn at(ms: u64) -> crate::types::Time {
+    crate::types::Time::from_unix_ms(ms)
+}
+
 fn cfg() -> NatConfig {
     NatConfig::new(WAN, "192.168.1.0/24".parse().unwrap(), ROUTER)
 }
@@ -165,7 +170,7 @@ fn assert_checksums(p: &[u8]) {
 }
 
 fn go(n: &mut Nat, p: &mut [u8], meta: PacketMeta, now: u64) -> Verdict {
-    let v = n.translate(p, meta, now).0;
+    let v = n.translate(p, meta, at(now)).0;
     if v == Verdict::Translated {
         assert_checksums(p);
     }
@@ -190,7 +195,7 @@ fn endpoint_independent_mapping_preserves_port() {
     let (_, e3) = out(&mut n, tcp(A, 5000, R1, 80, TCP_SYN), 0);
     assert_eq!((e1, e2, e3), (5000, 5000, 5000));
     assert_eq!((dst(&p1), dport(&p1)), (R1, 53));
-    assert_eq!(n.snapshot(0).mappings.len(), 2, "one UDP and one TCP mapping");
+    assert_eq!(n.snapshot(at(0)).mappings.len(), 2, "one UDP and one TCP mapping");
 }
 
 #[test]
@@ -243,7 +248,7 @@ fn endpoint_independent_filtering() {
     assert_eq!((dst(&p), dport(&p)), (A, 5000));
     // The internal host answers the SYN: a connection in SYN-received state.
     out(&mut n, tcp(A, 5000, R3, 9999, TCP_SYN | TCP_ACK), 2);
-    let s = n.snapshot(2);
+    let s = n.snapshot(at(2));
     let c = s.connections.iter().find(|c| c.remote == SocketAddrV4::new(R3, 9999) && c.protocol == Protocol::Tcp);
     assert_eq!(c.unwrap().state, Some(TcpState::SynReceived));
     // Another port of the WAN address is still not ours.
@@ -427,7 +432,7 @@ fn handshake(n: &mut Nat, t: u64) -> u16 {
 }
 
 fn conn_state(n: &Nat, now: u64) -> Option<TcpState> {
-    n.snapshot(now).connections.iter().find(|c| c.protocol == Protocol::Tcp).and_then(|c| c.state)
+    n.snapshot(at(now)).connections.iter().find(|c| c.protocol == Protocol::Tcp).and_then(|c| c.state)
 }
 
 fn inbound_ok(n: &mut Nat, mut p: Vec<u8>, now: u64) -> bool {
@@ -440,17 +445,17 @@ fn tcp_established_survives_2h4m() {
     let e = handshake(&mut n, 0);
     assert_eq!(conn_state(&n, 0), Some(TcpState::Established));
     let t = 7439 * SEC;
-    n.expire(t);
+    n.expire(at(t));
     assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), t));
     // Inbound traffic did not refresh: gone at 2 h 4 min after the last outbound packet.
-    n.expire(7441 * SEC);
+    n.expire(at(7441 * SEC));
     assert!(!inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 7441 * SEC));
-    assert!(n.snapshot(7441 * SEC).connections.is_empty());
+    assert!(n.snapshot(at(7441 * SEC)).connections.is_empty());
     // Outbound traffic refreshes.
     let mut n = nat();
     let e = handshake(&mut n, 0);
     out(&mut n, tcp(A, 40000, R1, 443, TCP_ACK), 7000 * SEC);
-    n.expire(14000 * SEC);
+    n.expire(at(14000 * SEC));
     assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 14000 * SEC));
 }
 
@@ -460,10 +465,10 @@ fn tcp_transitory_4_minutes() {
     let mut n = nat();
     let (_, e) = out(&mut n, tcp(A, 40000, R1, 443, TCP_SYN), 0);
     assert_eq!(conn_state(&n, 0), Some(TcpState::SynSent));
-    n.expire(239 * SEC);
+    n.expire(at(239 * SEC));
     assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_SYN | TCP_ACK), 239 * SEC));
     // The SYN-ACK came in but the connection is not established until the outbound ACK: no extension.
-    n.expire(241 * SEC);
+    n.expire(at(241 * SEC));
     assert!(!inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 241 * SEC));
 
     // FIN seen (from outside) on an established connection: 4 minutes from then at most.
@@ -472,9 +477,9 @@ fn tcp_transitory_4_minutes() {
     assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_FIN | TCP_ACK), 100 * SEC));
     assert_eq!(conn_state(&n, 100 * SEC), Some(TcpState::Closing));
     out(&mut n, tcp(A, 40000, R1, 443, TCP_FIN | TCP_ACK), 101 * SEC);
-    n.expire(340 * SEC);
+    n.expire(at(340 * SEC));
     assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 340 * SEC));
-    n.expire(342 * SEC);
+    n.expire(at(342 * SEC));
     assert!(!inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 342 * SEC));
 
     // RST from outside: transitory; an inbound RST never extends the expiry.
@@ -482,15 +487,15 @@ fn tcp_transitory_4_minutes() {
     let e = handshake(&mut n, 0);
     assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_RST), 50 * SEC));
     assert_eq!(conn_state(&n, 50 * SEC), Some(TcpState::Closed));
-    let s = n.snapshot(50 * SEC);
+    let s = n.snapshot(at(50 * SEC));
     assert_eq!(s.connections[0].remaining_ms, 240 * SEC, "min(old expiry, now + 4 min)");
     // Inbound packets after it extend nothing.
     assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_RST), 200 * SEC));
-    n.expire(289 * SEC);
-    assert_eq!(n.snapshot(289 * SEC).connections.len(), 1);
-    n.expire(290 * SEC);
-    assert!(n.snapshot(290 * SEC).connections.is_empty());
-    assert!(n.snapshot(290 * SEC).mappings.is_empty());
+    n.expire(at(289 * SEC));
+    assert_eq!(n.snapshot(at(289 * SEC)).connections.len(), 1);
+    n.expire(at(290 * SEC));
+    assert!(n.snapshot(at(290 * SEC)).connections.is_empty());
+    assert!(n.snapshot(at(290 * SEC)).mappings.is_empty());
 
     // A new SYN on the closed 4-tuple starts over.
     let mut n = nat();
@@ -506,10 +511,10 @@ fn udp_5_minutes_inbound_does_not_refresh() {
     let mut n = nat();
     let (_, e) = out(&mut n, udp(A, 5000, R1, 53), 0);
     for t in [100, 200, 299] {
-        n.expire(t * SEC);
+        n.expire(at(t * SEC));
         assert!(inbound_ok(&mut n, udp(R1, 53, WAN, e), t * SEC));
     }
-    n.expire(300 * SEC);
+    n.expire(at(300 * SEC));
     assert!(!inbound_ok(&mut n, udp(R1, 53, WAN, e), 300 * SEC));
     // Without calling expire, the lookup itself honours the expiry.
     let mut n = nat();
@@ -517,7 +522,7 @@ fn udp_5_minutes_inbound_does_not_refresh() {
     assert!(!inbound_ok(&mut n, udp(R1, 53, WAN, e), 301 * SEC));
     // Outbound refresh.
     out(&mut n, udp(A, 5000, R1, 53), 302 * SEC);
-    n.expire(600 * SEC);
+    n.expire(at(600 * SEC));
     assert!(inbound_ok(&mut n, udp(R1, 53, WAN, e), 600 * SEC));
 }
 
@@ -525,9 +530,9 @@ fn udp_5_minutes_inbound_does_not_refresh() {
 fn icmp_60_seconds() {
     let mut n = nat();
     let (_, id) = out(&mut n, echo(A, R1, ICMP_ECHO_REQUEST, 5, 1), 0);
-    n.expire(59 * SEC);
+    n.expire(at(59 * SEC));
     assert!(inbound_ok(&mut n, echo(R1, WAN, ICMP_ECHO_REPLY, id, 1), 59 * SEC));
-    n.expire(60 * SEC);
+    n.expire(at(60 * SEC));
     assert!(!inbound_ok(&mut n, echo(R1, WAN, ICMP_ECHO_REPLY, id, 1), 60 * SEC));
     assert_eq!(n.stats().connections, 0);
 }
@@ -556,7 +561,7 @@ fn flood_keeps_tables_bounded_and_established_flows() {
         let server = Ipv4Addr::from(0x0a00_0000 + i);
         let mut p = tcp(host, sport, server, 80, TCP_SYN);
         let t = u64::from(i) + 1;
-        assert_eq!(n.translate(&mut p, OUT, t).0, Verdict::Translated);
+        assert_eq!(n.translate(&mut p, OUT, at(t)).0, Verdict::Translated);
         if i % 997 == 0 {
             let s = n.stats();
             assert!(s.mappings <= 10_000 && s.connections <= 20_000);
@@ -584,7 +589,7 @@ fn flood_from_one_socket_evicts_unanswered_first() {
     let e = handshake(&mut n, 0);
     for i in 0..10_000u32 {
         let mut p = udp(B, 9000, Ipv4Addr::from(0x0a00_0000 + i), 53);
-        assert_eq!(n.translate(&mut p, OUT, 1 + u64::from(i)).0, Verdict::Translated);
+        assert_eq!(n.translate(&mut p, OUT, at(1 + u64::from(i))).0, Verdict::Translated);
     }
     assert_eq!(n.stats().connections, 100);
     assert!(inbound_ok(&mut n, tcp(R1, 443, WAN, e, TCP_ACK), 20_000));
@@ -617,7 +622,7 @@ fn port_forwards() {
     let (_, e) = out(&mut n, udp(A, 25565, R1, 80), 2);
     assert_ne!(e, 25565);
     // Forwards never expire.
-    n.expire(1_000_000 * SEC);
+    n.expire(at(1_000_000 * SEC));
     let mut p = tcp(R3, 1, WAN, 8080, TCP_SYN);
     assert_eq!(go(&mut n, &mut p, IN, 1_000_000 * SEC), Verdict::Translated);
     // Replacing the forwards: an ephemeral mapping on the new port gives way.
@@ -632,7 +637,7 @@ fn port_forwards() {
     assert_eq!((dst(&p), dport(&p)), (B, 7));
     let mut p = tcp(R3, 1, WAN, 8080, TCP_SYN);
     assert_eq!(go(&mut n, &mut p, IN, 1_000_000 * SEC), Verdict::Local);
-    assert_eq!(n.snapshot(0).mappings.iter().filter(|m| m.forward).count(), 1);
+    assert_eq!(n.snapshot(at(0)).mappings.iter().filter(|m| m.forward).count(), 1);
 }
 
 // ---- checksums ----
@@ -699,14 +704,14 @@ fn gso_partial_keeps_the_pseudo_header_sum_for_the_new_addresses() {
     let body: Vec<u8> = (0..60_000u32).map(|i| (i * 7) as u8).collect();
     for mut p in [tcp_opts(A, 6000, R1, 80, TCP_ACK, &body, &[]), udp_payload(A, 6001, R1, 443, &body, true)] {
         make_partial(&mut p);
-        assert_eq!(n.translate(&mut p, gso(Direction::Outbound), 0).0, Verdict::Translated);
+        assert_eq!(n.translate(&mut p, gso(Direction::Outbound), at(0)).0, Verdict::Translated);
         assert_eq!(src(&p), WAN);
         check(&p);
         assert_eq!(&p[p.len() - body.len()..], &body[..]);
     }
     let mut p = udp_payload(R1, 443, WAN, 6001, &body, true);
     make_partial(&mut p);
-    assert_eq!(n.translate(&mut p, gso(Direction::Inbound), 0).0, Verdict::Translated);
+    assert_eq!(n.translate(&mut p, gso(Direction::Inbound), at(0)).0, Verdict::Translated);
     assert_eq!(dst(&p), A);
     check(&p);
     // A GSO packet whose checksum is complete (not partial) is updated incrementally like any other.
@@ -749,9 +754,9 @@ fn random_flows_checksums_and_unique_external_ports() {
                     prop_assert_eq!(src(&p), WAN);
                 }
                 if now % (30 * SEC) == 0 {
-                    n.expire(now);
+                    n.expire(at(now));
                 }
-                let s = n.snapshot(now);
+                let s = n.snapshot(at(now));
                 let mut ext = std::collections::HashSet::new();
                 let mut int = std::collections::HashSet::new();
                 for m in &s.mappings {
@@ -785,47 +790,47 @@ fn malformed_and_fragments() {
     let mut n = nat();
     let mut p = udp(A, 5000, R1, 53);
     p[0] = 0x44; // IHL 4
-    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::Malformed));
+    assert_eq!(n.translate(&mut p, OUT, at(0)).0, Verdict::Drop(DropReason::Malformed));
     let mut p = udp(A, 5000, R1, 53);
     p[0] = 0x65;
-    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::Malformed));
+    assert_eq!(n.translate(&mut p, OUT, at(0)).0, Verdict::Drop(DropReason::Malformed));
     let mut p = udp(A, 5000, R1, 53);
     let l = p.len() as u16 + 1;
     p[2..4].copy_from_slice(&l.to_be_bytes());
-    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::Truncated));
+    assert_eq!(n.translate(&mut p, OUT, at(0)).0, Verdict::Drop(DropReason::Truncated));
     // Trailing bytes past the total length are left alone.
     let mut p = udp(A, 5000, R1, 53);
     p.extend_from_slice(&[0xee; 6]);
-    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Translated);
+    assert_eq!(n.translate(&mut p, OUT, at(0)).0, Verdict::Translated);
     assert_eq!(&p[p.len() - 6..], &[0xee; 6]);
     // A later fragment.
     let mut p = udp(A, 5000, R1, 53);
     p[6] = 0x00;
     p[7] = 0x10;
-    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::Fragment));
-    assert_eq!(n.translate(&mut p, IN, 0).0, Verdict::Drop(DropReason::Martian));
+    assert_eq!(n.translate(&mut p, OUT, at(0)).0, Verdict::Drop(DropReason::Fragment));
+    assert_eq!(n.translate(&mut p, IN, at(0)).0, Verdict::Drop(DropReason::Martian));
     let mut p = udp(R1, 53, WAN, 5000);
     p[7] = 0x10;
-    assert_eq!(n.translate(&mut p, IN, 0).0, Verdict::Drop(DropReason::Fragment));
+    assert_eq!(n.translate(&mut p, IN, at(0)).0, Verdict::Drop(DropReason::Fragment));
     // A first fragment is translated by its header.
     let mut p = udp(A, 5000, R1, 53);
     p[6] = 0x20; // MF
-    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Translated);
+    assert_eq!(n.translate(&mut p, OUT, at(0)).0, Verdict::Translated);
     assert_eq!(n.stats().dropped_for(DropReason::Fragment), 2);
     // Unsupported outbound protocol never leaves; inbound is the router's business.
     let mut p = ipv4(A, R1, 47, &[], &[0; 8]);
-    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::UnsupportedProtocol));
+    assert_eq!(n.translate(&mut p, OUT, at(0)).0, Verdict::Drop(DropReason::UnsupportedProtocol));
     let mut p = ipv4(R1, WAN, 47, &[], &[0; 8]);
-    assert_eq!(n.translate(&mut p, IN, 0).0, Verdict::Local);
+    assert_eq!(n.translate(&mut p, IN, at(0)).0, Verdict::Local);
     // Outside sources, inside destinations from the WAN, the router's own LAN address.
     let mut p = udp(R2, 1, R1, 53);
-    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Drop(DropReason::NotInside));
+    assert_eq!(n.translate(&mut p, OUT, at(0)).0, Verdict::Drop(DropReason::NotInside));
     let mut p = udp(R2, 1, A, 53);
-    assert_eq!(n.translate(&mut p, IN, 0).0, Verdict::Drop(DropReason::Martian));
+    assert_eq!(n.translate(&mut p, IN, at(0)).0, Verdict::Drop(DropReason::Martian));
     let mut p = udp(A, 1, ROUTER, 53);
-    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Accept);
+    assert_eq!(n.translate(&mut p, OUT, at(0)).0, Verdict::Accept);
     let mut p = udp(A, 1, B, 53);
-    assert_eq!(n.translate(&mut p, OUT, 0).0, Verdict::Accept);
+    assert_eq!(n.translate(&mut p, OUT, at(0)).0, Verdict::Accept);
     let s = serde_json::to_value(n.stats()).unwrap();
     assert_eq!(s["drops"]["fragment"], 2);
 }
@@ -867,7 +872,7 @@ fn every_truncation_never_panics() {
             for dir in [OUT, IN] {
                 // Cut buffer (total length now past it).
                 let mut p = s[..cut].to_vec();
-                let v = n.translate(&mut p, dir, 1).0;
+                let v = n.translate(&mut p, dir, at(1)).0;
                 assert!(matches!(v, Verdict::Drop(_)), "sample {i} cut {cut}: {v:?}");
                 // Consistent total length, L4 cut.
                 let mut p = s[..cut].to_vec();
@@ -879,7 +884,7 @@ fn every_truncation_never_panics() {
                     let c = !fold(sum(&p[..h], 0));
                     p[10..12].copy_from_slice(&c.to_be_bytes());
                 }
-                let v = n.translate(&mut p, dir, 1).0;
+                let v = n.translate(&mut p, dir, at(1)).0;
                 if v == Verdict::Translated {
                     assert_eq!(fold(sum(&p[..ihl(&p)], 0)), 0xffff, "sample {i} cut {cut}");
                 }
@@ -889,8 +894,8 @@ fn every_truncation_never_panics() {
         for ihl_v in 0..16u8 {
             let mut p = s.clone();
             p[0] = 0x40 | ihl_v;
-            let _ = n.translate(&mut p, OUT, 1).0;
-            let _ = n.translate(&mut p, IN, 1).0;
+            let _ = n.translate(&mut p, OUT, at(1)).0;
+            let _ = n.translate(&mut p, IN, at(1)).0;
         }
     }
 }
@@ -920,12 +925,12 @@ fn random_bytes_never_panic() {
             p
         };
         let dir = if rnd() % 2 == 0 { OUT } else { IN };
-        let _ = n.translate(&mut p, dir, round).0;
+        let _ = n.translate(&mut p, dir, at(round)).0;
         if round % 1000 == 0 {
-            n.expire(round);
+            n.expire(at(round));
         }
     }
-    let _ = n.snapshot(200_000);
+    let _ = n.snapshot(at(200_000));
 }
 
 #[test]
@@ -934,7 +939,7 @@ fn snapshot_reports_both_ways() {
     let (_, e) = out(&mut n, udp(A, 5000, R1, 53), 1000);
     assert!(inbound_ok(&mut n, udp(R1, 53, WAN, e), 1500));
     assert!(inbound_ok(&mut n, udp(R3, 53, WAN, e), 1600)); // EIF: counted on the mapping only
-    let s = n.snapshot(2000);
+    let s = n.snapshot(at(2000));
     assert_eq!(s.mappings.len(), 1);
     let m = &s.mappings[0];
     assert_eq!((m.traffic.packets_out, m.traffic.packets_in), (1, 2));
@@ -954,7 +959,7 @@ fn snapshot_reports_both_ways() {
 
 /// Translates and returns the verdict and record, checking the record's verdict is the one returned.
 fn rec(n: &mut Nat, p: &mut [u8], meta: PacketMeta, now: u64) -> (Verdict, PacketRecord) {
-    let (v, r) = n.translate(p, meta, now);
+    let (v, r) = n.translate(p, meta, at(now));
     assert_eq!(r.verdict, v);
     assert_eq!(r.at_ms, now);
     if v == Verdict::Translated {
@@ -1079,26 +1084,26 @@ fn a_gso_packet_is_counted_as_its_segments() {
     l4_checksum(A, R1, PROTO_TCP, &mut seg, 16);
     let mut p = ipv4(A, R1, PROTO_TCP, &[], &seg);
     make_partial(&mut p);
-    let (v, r) = n.translate(&mut p, gso(Direction::Outbound), 0);
+    let (v, r) = n.translate(&mut p, gso(Direction::Outbound), at(0));
     assert_eq!(v, Verdict::Translated);
     let segments = payload.div_ceil(1448);
     assert_eq!(segments, 45);
     assert_eq!((r.segments as usize, r.bytes as usize), (segments, payload + segments * 52));
     // Not GSO: one packet of its own size, however big.
     let mut p = ipv4(A, R1, PROTO_TCP, &[], &seg);
-    let (_, r) = n.translate(&mut p, OUT, 0);
+    let (_, r) = n.translate(&mut p, OUT, at(0));
     assert_eq!((r.segments, r.bytes as usize), (1, 20 + 32 + payload));
     // UDP GSO: counted with the largest datagram that fits the MTU (1472 bytes of payload).
     let mut p = udp_payload(A, 6001, R1, 443, &vec![1; 14_720], true);
     make_partial(&mut p);
-    let (_, r) = n.translate(&mut p, gso(Direction::Outbound), 0);
+    let (_, r) = n.translate(&mut p, gso(Direction::Outbound), at(0));
     assert_eq!((r.segments, r.bytes), (10, 14_720 + 10 * 28));
     // A smaller MTU means more segments.
     let mut c = cfg();
     c.mtu = 1280;
     let mut n = Nat::new(c, 1);
     let mut p = udp_payload(A, 6001, R1, 443, &vec![1; 14_720], true);
-    let (_, r) = n.translate(&mut p, gso(Direction::Outbound), 0);
+    let (_, r) = n.translate(&mut p, gso(Direction::Outbound), at(0));
     assert_eq!(r.segments as usize, 14_720usize.div_ceil(1280 - 28));
 }
 
@@ -1108,11 +1113,11 @@ fn view_pages_the_tables() {
     for i in 0..50u16 {
         out(&mut n, udp(A, 2000 + i, R1, 53), 0);
     }
-    let all = n.snapshot(0);
+    let all = n.snapshot(at(0));
     assert_eq!((all.total_mappings, all.total_connections, all.mappings.len()), (50, 50, 50));
     let mut seen = Vec::new();
     for offset in (0..60).step_by(20) {
-        let page = n.view(0, offset, 20);
+        let page = n.view(at(0), offset, 20);
         assert_eq!((page.total_mappings, page.total_connections), (50, 50));
         assert_eq!(page.mappings.len(), 20.min(50 - offset.min(50)));
         assert_eq!(page.connections.len(), page.mappings.len());
@@ -1120,20 +1125,20 @@ fn view_pages_the_tables() {
     }
     seen.sort_unstable();
     assert_eq!(seen, (2000..2050).collect::<Vec<_>>(), "every mapping once over the pages");
-    assert!(n.view(0, 1000, 20).mappings.is_empty());
+    assert!(n.view(at(0), 1000, 20).mappings.is_empty());
     // Removing some entries keeps the dense lists right.
     for i in 0..10u16 {
         out(&mut n, udp(A, 2000 + i, R1, 53), 200 * SEC);
     }
-    n.expire(301 * SEC);
-    let mut left: Vec<u16> = n.view(301 * SEC, 0, 100).mappings.iter().map(|m| m.internal.port()).collect();
+    n.expire(at(301 * SEC));
+    let mut left: Vec<u16> = n.view(at(301 * SEC), 0, 100).mappings.iter().map(|m| m.internal.port()).collect();
     left.sort_unstable();
     assert_eq!(left, (2000..2010).collect::<Vec<_>>());
-    let left: Vec<u16> = n.view(301 * SEC, 0, 100).connections.iter().map(|c| c.internal.port()).collect();
+    let left: Vec<u16> = n.view(at(301 * SEC), 0, 100).connections.iter().map(|c| c.internal.port()).collect();
     assert_eq!(left.len(), 10);
-    n.expire(600 * SEC);
-    let after = n.view(600 * SEC, 0, 100);
+    n.expire(at(600 * SEC));
+    let after = n.view(at(600 * SEC), 0, 100);
     assert_eq!((after.total_mappings, after.mappings.len(), after.connections.len()), (0, 0, 0));
     out(&mut n, udp(A, 9, R1, 53), 601 * SEC);
-    assert_eq!(n.view(601 * SEC, 0, 100).mappings.len(), 1);
+    assert_eq!(n.view(at(601 * SEC), 0, 100).mappings.len(), 1);
 }
