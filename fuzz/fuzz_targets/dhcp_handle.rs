@@ -18,7 +18,7 @@ fn server() -> Server {
     cfg.range = (Ipv4Addr::new(192, 168, 1, 100), Ipv4Addr::new(192, 168, 1, 115));
     cfg.lease_secs = 120;
     cfg.static_leases =
-        vec![StaticLease { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(192, 168, 1, 105), hostname: Some("nas".into()) }];
+        vec![StaticLease { mac: gatekeeper::types::Mac([2, 0, 0, 0, 0, 1]), ip: Ipv4Addr::new(192, 168, 1, 105), hostname: Some("nas".into()) }];
     cfg.relay_pools = vec![RelayPool {
         subnet: "10.9.0.0/24".parse().unwrap(),
         range: (Ipv4Addr::new(10, 9, 0, 100), Ipv4Addr::new(10, 9, 0, 103)),

@@ -23,7 +23,7 @@ fn dns() -> Dns {
     cfg.log_entries_per_device = 4;
     cfg.max_devices = 4;
     let mut d = Dns::new(cfg, 7);
-    d.set_host(Some("laptop"), Ipv4Addr::new(192, 168, 1, 50), Some([2, 0, 0, 0, 0, 1]));
+    d.set_host(Some("laptop"), Ipv4Addr::new(192, 168, 1, 50), Some(gatekeeper::types::Mac([2, 0, 0, 0, 0, 1])));
     d
 }
 

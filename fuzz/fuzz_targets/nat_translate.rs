@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
         }
         rest = next;
     }
-    let s = n.snapshot(now);
+    let s = n.snapshot(Time::from_unix_ms(now));
     assert!(s.mappings.iter().filter(|m| !m.forward).count() <= 16);
     assert!(s.connections.len() <= 24);
 });
