@@ -15,6 +15,7 @@ pub mod nat;
 pub mod net;
 pub mod ports;
 pub mod state;
+pub mod traffic;
 pub mod types;
 pub mod views;
 pub mod web;

@@ -27,6 +27,7 @@
 //! address back (the core decides).
 
 use super::lease::{Lease, Record};
+use crate::state::bytes::ByteReader;
 use crate::state::log::{self, Codec, Frames, Log};
 use crate::types::Mac;
 use anyhow::Result;
@@ -105,67 +106,41 @@ pub fn encode_payload(out: &mut Vec<u8>, rec: &Record) {
     }
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.b.len() < n {
-            return None;
-        }
-        let (h, t) = self.b.split_at(n);
-        self.b = t;
-        Some(h)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn ip(&mut self) -> Option<Ipv4Addr> {
-        let o: [u8; 4] = self.take(4)?.try_into().ok()?;
-        Some(Ipv4Addr::from(o))
-    }
-    fn bytes(&mut self) -> Option<Vec<u8>> {
-        let n = self.u16()? as usize;
-        Some(self.take(n)?.to_vec())
-    }
+/// A lease record's variable-length field: a u16 length, then the bytes.
+fn bytes(r: &mut ByteReader<'_>) -> Option<Vec<u8>> {
+    let n = r.u16()? as usize;
+    Some(r.take(n)?.to_vec())
 }
 
 /// Decodes one payload (without its frame header); `None` if it is not a well-formed record.
 pub fn decode_payload(payload: &[u8]) -> Option<Record> {
-    let mut r = Reader { b: payload };
+    let mut r = ByteReader::new(payload);
     let rec = match r.u8()? {
         TAG_BOUND => {
-            let client_id = r.bytes()?;
+            let client_id = bytes(&mut r)?;
             let mac: [u8; 6] = r.take(6)?.try_into().ok()?;
-            let ip = r.ip()?;
+            let ip = r.ipv4()?;
             let expires = r.u64()?;
             let hostname = match r.u8()? {
                 0 => None,
-                1 => Some(String::from_utf8(r.bytes()?).ok()?),
+                1 => Some(String::from_utf8(bytes(&mut r)?).ok()?),
                 _ => return None,
             };
             Record::Bound(Lease { client_id, mac: Mac(mac), ip, hostname, expires })
         }
         TAG_RELEASED => {
-            let client_id = r.bytes()?;
-            let ip = r.ip()?;
+            let client_id = bytes(&mut r)?;
+            let ip = r.ipv4()?;
             Record::Released { client_id, ip }
         }
         TAG_DECLINED => {
-            let ip = r.ip()?;
+            let ip = r.ipv4()?;
             let until = r.u64()?;
             Record::Declined { ip, until }
         }
         _ => return None,
     };
-    r.b.is_empty().then_some(rec)
+    r.rest().is_empty().then_some(rec)
 }
 
 /// The lease log's [`Codec`].

@@ -158,7 +158,7 @@ impl Frames<'_> {
 
 /// Calls `f` with each payload of the frames in `data[start..]`, up to the end or the first frame that is torn or
 /// corrupt; returns the offset just past the last whole frame (everything after it is a torn tail).
-fn parse_frames(data: &[u8], start: usize, mut f: impl FnMut(&[u8])) -> usize {
+pub fn parse_frames(data: &[u8], start: usize, mut f: impl FnMut(&[u8])) -> usize {
     let mut pos = start;
     while data.len() - pos >= FRAME_HEADER {
         let len_bytes: [u8; 4] = data[pos..pos + 4].try_into().unwrap();

@@ -2,6 +2,7 @@
 //! `kill -9` at any moment leaves either the old or the new content, never a torn file. [`log`] is the durable,
 //! group-committed record log that subsystems keep in it.
 
+pub mod bytes;
 pub mod log;
 
 pub use log::{
