@@ -41,6 +41,22 @@ pub struct Config {
     pub dns: DnsSettings,
     /// NAT packet queues (one thread each); `None`: one per CPU, at most `MAX_NAT_QUEUES`.
     pub nat_queues: Option<u16>,
+    pub traffic: TrafficSettings,
+}
+
+/// The `[traffic]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficSettings {
+    /// The 24 h history's memory cap, MiB.
+    pub memory_mb: usize,
+    /// How often the history is snapshotted to the state directory, seconds.
+    pub snapshot_secs: u64,
+}
+
+impl Default for TrafficSettings {
+    fn default() -> Self {
+        TrafficSettings { memory_mb: 64, snapshot_secs: 60 }
+    }
 }
 
 pub const MAX_NAT_QUEUES: u16 = 8;
@@ -173,6 +189,14 @@ pub struct FileConfig {
     pub dhcp: Option<FileDhcp>,
     pub dns: Option<FileDns>,
     pub nat: Option<FileNat>,
+    pub traffic: Option<FileTraffic>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileTraffic {
+    pub memory_mb: Option<usize>,
+    pub snapshot_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -419,7 +443,23 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
         return err(format!("NAT queues {q} is out of range; expected 1-{MAX_NAT_QUEUES}"));
     }
 
-    Ok(Config { lan, wan, subnet, state_dir, web_port, port_forwards, dhcp, dns, nat_queues })
+    let mut traffic = TrafficSettings::default();
+    if let Some(t) = &file.traffic {
+        if let Some(m) = t.memory_mb {
+            if !(1..=65_536).contains(&m) {
+                return err(format!("traffic memory_mb {m} is out of range; expected 1-65536 (MiB)"));
+            }
+            traffic.memory_mb = m;
+        }
+        if let Some(s) = t.snapshot_secs {
+            if !(1..=86_400).contains(&s) {
+                return err(format!("traffic snapshot_secs {s} is out of range; expected 1-86400 (seconds)"));
+            }
+            traffic.snapshot_secs = s;
+        }
+    }
+
+    Ok(Config { lan, wan, subnet, state_dir, web_port, port_forwards, dhcp, dns, nat_queues, traffic })
 }
 
 #[cfg(test)]
@@ -647,6 +687,15 @@ mod tests {
         assert_eq!(c.dns.upstreams[1], "203.0.113.1:5353".parse().unwrap());
         assert_eq!(c.dns.upstreams[2], "[2620:fe::fe]:53".parse().unwrap());
         assert_eq!(c.dns.cache_size, 500);
+        assert_eq!(c.traffic, TrafficSettings::default());
+        let t = resolve(
+            Some(file("[traffic]\nmemory_mb = 8\nsnapshot_secs = 2")),
+            &EnvConfig::default(),
+            &FlagConfig::default(),
+        );
+        assert_eq!(t.unwrap().traffic, TrafficSettings { memory_mb: 8, snapshot_secs: 2 });
+        let e = resolve(Some(file("[traffic]\nmemory_mb = 0")), &EnvConfig::default(), &FlagConfig::default());
+        assert!(e.unwrap_err().to_string().contains("memory_mb"));
         let e =
             resolve(Some(file("[dns]\nupstreams = [\"dns.google\"]")), &EnvConfig::default(), &FlagConfig::default())
                 .unwrap_err();

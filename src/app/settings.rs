@@ -75,3 +75,12 @@ pub fn nat(config: &Config, lan: &Plan, wan_ip: std::net::Ipv4Addr) -> crate::na
     cfg.forwards = config.port_forwards.clone();
     cfg
 }
+
+/// Traffic accounting: the history's memory cap, and its snapshot in the state directory.
+pub fn traffic(config: &Config) -> crate::traffic::shell::Settings {
+    crate::traffic::shell::Settings {
+        core: crate::traffic::TrafficConfig { memory_bytes: config.traffic.memory_mb << 20 },
+        snapshot: config.state_dir.join("traffic.snap"),
+        snapshot_every: std::time::Duration::from_secs(config.traffic.snapshot_secs),
+    }
+}

@@ -99,12 +99,37 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct DnsHandle {
     views: crate::views::Views<LogPage, DnsView>,
+    names: crate::views::Views<NamesQuery, Names>,
 }
+
+/// Which names to look up: the ones `device` itself resolved for these addresses.
+#[derive(Debug, Clone)]
+pub struct NamesQuery {
+    pub device: Device,
+    pub remotes: Vec<IpAddr>,
+}
+
+/// One name (or none) per address asked, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names(pub Vec<Option<String>>);
+
+/// Addresses one names query may ask at most (a view's worth).
+pub const NAMES_MAX: usize = 4096;
 
 impl DnsHandle {
     /// Upstreams, counters and one page of the devices' recent queries; empty once the server has stopped.
     pub async fn view(&self, page: LogPage) -> DnsView {
         self.views.get(page).await
+    }
+
+    /// The names that `device` looked up and got these addresses for (its own DNS answers), else `None` each:
+    /// no reverse lookups of other people's addresses. At most [`NAMES_MAX`] addresses are looked up.
+    pub async fn names(&self, device: Device, mut remotes: Vec<IpAddr>) -> Vec<Option<String>> {
+        remotes.truncate(NAMES_MAX);
+        let n = remotes.len();
+        let mut names = self.names.get(NamesQuery { device, remotes }).await.0;
+        names.resize(n, None);
+        names
     }
 }
 
@@ -115,7 +140,8 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> (DnsHandle, impl Future<Output = Result<()>>) {
     let (views, queries) = crate::views::channel();
-    (DnsHandle { views }, serve(settings, hosts, queries, shutdown))
+    let (names, name_queries) = crate::views::channel();
+    (DnsHandle { views, names }, serve(settings, hosts, queries, name_queries, shutdown))
 }
 
 /// Upstreams from the config, else the machine's resolvers (never the router itself).
@@ -231,15 +257,19 @@ async fn serve(
     settings: Settings,
     hosts: Hosts,
     views: crate::views::ViewRequests<LogPage, DnsView>,
+    names: crate::views::ViewRequests<NamesQuery, Names>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let (done_tx, done_rx) = oneshot::channel();
     let upstream_rt = tokio::runtime::Handle::current();
     std::thread::Builder::new().name("dns".into()).spawn(move || {
-        let result =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
-                |rt| tokio::task::LocalSet::new().block_on(&rt, run(settings, hosts, views, shutdown, upstream_rt)),
-            );
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                tokio::task::LocalSet::new().block_on(&rt, run(settings, hosts, views, names, shutdown, upstream_rt))
+            });
         let _ = done_tx.send(result);
     })?;
     done_rx.await.unwrap_or_else(|_| Err(anyhow!("the DNS thread panicked")))
@@ -439,6 +469,7 @@ async fn run(
     settings: Settings,
     hosts: Hosts,
     mut views: crate::views::ViewRequests<LogPage, DnsView>,
+    mut names: crate::views::ViewRequests<NamesQuery, Names>,
     shutdown: CancellationToken,
     upstream_rt: tokio::runtime::Handle,
 ) -> Result<()> {
@@ -548,6 +579,10 @@ async fn run(
                 apply_hosts(&mut shared.lock().dns, &mut known, update);
             }
             Some((page, req)) = views.recv() => { let _ = req.send(view(&shared.lock().dns, &page)); }
+            Some((q, req)) = names.recv() => {
+                let dns = &shared.lock().dns;
+                let _ = req.send(Names(q.remotes.iter().map(|r| dns.name_for(&q.device, *r).map(str::to_owned)).collect()));
+            }
             _ = &mut timer => {
                 // A fired sleep stays ready: park it far away until the core asks again.
                 timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));

@@ -615,10 +615,10 @@ impl Traffic {
         }
     }
 
-    /// Calls `f(bucket, up, down)` for every active bucket of the selected pairs in `[from_ms, to_ms)`, the open
-    /// bucket included (pair by pair, so not in time order).
+    /// Calls `f(bucket, up, down)` for every active bucket of the selected pairs that overlaps `[from_ms, to_ms)`
+    /// (the one holding `from_ms` too), the open bucket included (pair by pair, so not in time order).
     fn each_bucket(&self, sel: &Select, from_ms: u64, to_ms: u64, mut f: impl FnMut(u64, &Pair, Flow, Flow)) {
-        let (from, to) = (from_ms.div_ceil(BUCKET_MS), to_ms.div_ceil(BUCKET_MS));
+        let (from, to) = (from_ms / BUCKET_MS, to_ms.div_ceil(BUCKET_MS));
         for p in self.selected(sel) {
             for b in p.series.range(from, to) {
                 f(b.at, p, b.up, b.down);
@@ -639,7 +639,7 @@ impl Traffic {
         let step = step_ms.max(BUCKET_MS);
         let to_ms = from_ms.saturating_add(step.saturating_mul(points as u64));
         self.each_bucket(sel, from_ms, to_ms, |at, _, up, down| {
-            let i = ((at * BUCKET_MS - from_ms) / step) as usize;
+            let i = ((at * BUCKET_MS).saturating_sub(from_ms) / step) as usize;
             if let Some(slot) = out.get_mut(i) {
                 slot[0] += up.bytes;
                 slot[1] += down.bytes;

@@ -8,7 +8,9 @@
 //! - `shell`: the thread that drains the rings and runs the core, and the [`shell::TrafficHandle`].
 
 pub mod core;
+pub mod query;
 pub mod series;
+pub mod shell;
 pub mod snapshot;
 
 pub use self::core::{BUCKET_MS, Select, Tick, Traffic, TrafficConfig};

@@ -1,6 +1,8 @@
 //! The web UI: axum on the router's LAN address only (so it is closed to the WAN by construction).
 //! For now it shows the LAN set-up; devices, traffic and ports arrive with their subsystems.
 
+mod traffic;
+
 use crate::dhcp::shell::DhcpHandle;
 use crate::dns::shell::DnsHandle;
 use anyhow::{Context as _, Result};
@@ -36,6 +38,8 @@ pub struct Handles {
     pub dns: DnsHandle,
     /// Empty without a WAN, and until the WAN has an address (the NAT starts then).
     pub nat: std::sync::Arc<std::sync::OnceLock<crate::datapath::NatHandle>>,
+    pub hosts: crate::hosts::Hosts,
+    pub traffic: crate::traffic::shell::TrafficHandle,
 }
 
 #[derive(Clone)]
@@ -131,6 +135,7 @@ pub async fn serve(settings: Settings, handles: Handles, shutdown: tokio_util::s
         .route("/api/dhcp", get(api_dhcp))
         .route("/api/dns", get(api_dns))
         .route("/api/nat", get(api_nat))
+        .merge(traffic::routes())
         .with_state(Web { status: std::sync::Arc::new(settings.status), handles });
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     Ok(())
