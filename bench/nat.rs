@@ -29,7 +29,7 @@
 //!   only, so that every setup pays for the same packet tap.
 //!
 //! Run: `sudo bench/nat.sh` (installs iperf3, tcpdump, nftables; builds in release mode; runs this).
-//! Options: `--seconds 10` (iperf3 `-t`), `--tests tcp1,tcp4,udp64`, `--setups plain,masquerade,gatekeeper`,
+//! Options: `--seconds 10` (iperf3 `-t`), `--tests tcp1,tcp4,udp64`, `--setups plain,masquerade,gatekeeper` (and `gatekeeper-notraffic`: traffic accounting off),
 //! `--attempts 3`, `--queues N` (NFQUEUE queues for Gatekeeper: `--nat-queues N` if `gatekeeper run --help` lists
 //! that flag, and the environment variable `GATEKEEPER_NAT_QUEUES=N` in any case; a binary with neither ignores it).
 //!
@@ -80,20 +80,24 @@ enum Setup {
     Plain,
     Masquerade,
     Gatekeeper,
+    /// Gatekeeper with traffic accounting off (`[traffic] enabled = false`): nobody reads the packet records.
+    GatekeeperNoTraffic,
 }
 
 impl Setup {
     const ALL: [Setup; 3] = [Setup::Plain, Setup::Masquerade, Setup::Gatekeeper];
+    const KNOWN: [Setup; 4] = [Setup::Plain, Setup::Masquerade, Setup::Gatekeeper, Setup::GatekeeperNoTraffic];
 
     fn name(self) -> &'static str {
         match self {
             Setup::Plain => "plain",
             Setup::Masquerade => "masquerade",
             Setup::Gatekeeper => "gatekeeper",
+            Setup::GatekeeperNoTraffic => "gatekeeper-notraffic",
         }
     }
     fn parse(s: &str) -> Result<Setup> {
-        by_name(s, &Setup::ALL, Setup::name, "setup")
+        by_name(s, &Setup::KNOWN, Setup::name, "setup")
     }
 }
 
@@ -394,7 +398,7 @@ fn iperf(lab: &Lab, setup: Setup, test: Test, pids: &Pids, opts: &Opts, dir: &Pa
 
 /// Starts Gatekeeper in `gw` and waits until its NAT and LAN are up; returns it with the LAN subnet and router
 /// address it chose.
-fn start_gatekeeper(lab: &Lab, dir: &Path, opts: &Opts) -> Result<(Proc, Ipv4Net, Ipv4Addr)> {
+fn start_gatekeeper(lab: &Lab, dir: &Path, opts: &Opts, traffic: bool) -> Result<(Proc, Ipv4Net, Ipv4Addr)> {
     let state = dir.join("state");
     std::fs::create_dir_all(&state)?;
     let exe = match &opts.gatekeeper {
@@ -406,6 +410,11 @@ fn start_gatekeeper(lab: &Lab, dir: &Path, opts: &Opts) -> Result<(Proc, Ipv4Net
     c.args(["run", "--netns", &gw, "--lan", GW_LAN_IF, "--wan", GW_WAN_IF, "--state-dir"])
         .arg(&state)
         .env("GATEKEEPER_LOG", "info");
+    if !traffic {
+        let config = dir.join("notraffic.toml");
+        std::fs::write(&config, "[traffic]\nenabled = false\n")?;
+        c.arg("--config").arg(&config);
+    }
     if let Some(q) = opts.queues {
         // The flag where the binary has it, the environment variable in any case.
         let help = lab.run(&gw, &[&exe.to_string_lossy(), "run", "--help"])?;
@@ -519,8 +528,8 @@ fn run_setup(setup: Setup, opts: &Opts, results: &mut Vec<Outcome>) -> Result<Ch
             }
             (None, STATIC_SUBNET.parse()?, STATIC_ROUTER.parse()?)
         }
-        Setup::Gatekeeper => {
-            let (p, subnet, router) = start_gatekeeper(&lab, &dir, opts)?;
+        Setup::Gatekeeper | Setup::GatekeeperNoTraffic => {
+            let (p, subnet, router) = start_gatekeeper(&lab, &dir, opts, setup == Setup::Gatekeeper)?;
             (Some(p), subnet, router)
         }
     };
@@ -730,6 +739,7 @@ fn print_tables(opts: &Opts, results: &[Outcome]) {
             (Setup::Masquerade, Setup::Plain),
             (Setup::Gatekeeper, Setup::Masquerade),
             (Setup::Gatekeeper, Setup::Plain),
+            (Setup::Gatekeeper, Setup::GatekeeperNoTraffic),
         ];
         let ratios: Vec<String> = pairs
             .iter()
@@ -827,7 +837,7 @@ fn report_checks(checks: &[Checks]) -> Vec<String> {
             );
         }
         for p in problems {
-            if c.setup == Setup::Gatekeeper {
+            if matches!(c.setup, Setup::Gatekeeper | Setup::GatekeeperNoTraffic) {
                 failures.push(format!("gatekeeper: {p}"));
             } else {
                 eprintln!("note: {}: {p}", c.setup.name());
@@ -901,7 +911,7 @@ fn api_bench(opts: &Opts) -> Result<()> {
         let lab = Lab::new(LabOptions { clients: 1, host_link: false })?;
         let dir = lab.dir().join("bench");
         std::fs::create_dir_all(&dir)?;
-        let (_gateway, subnet, router) = start_gatekeeper(&lab, &dir, opts)?;
+        let (_gateway, subnet, router) = start_gatekeeper(&lab, &dir, opts, true)?;
         lan_client(&lab, subnet, router)?;
         let mut server = lab.cmd(&lab.wan(), "iperf3");
         server.args(["-s", "-B", WAN_ADDR]);

@@ -47,6 +47,8 @@ pub struct Config {
 /// The `[traffic]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrafficSettings {
+    /// Traffic accounting on (the default); off, nobody reads the packet path's records.
+    pub enabled: bool,
     /// The 24 h history's memory cap, MiB.
     pub memory_mb: usize,
     /// How often the history is snapshotted to the state directory, seconds.
@@ -55,7 +57,7 @@ pub struct TrafficSettings {
 
 impl Default for TrafficSettings {
     fn default() -> Self {
-        TrafficSettings { memory_mb: 64, snapshot_secs: 60 }
+        TrafficSettings { enabled: true, memory_mb: 64, snapshot_secs: 60 }
     }
 }
 
@@ -195,6 +197,7 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileTraffic {
+    pub enabled: Option<bool>,
     pub memory_mb: Option<usize>,
     pub snapshot_secs: Option<u64>,
 }
@@ -445,6 +448,7 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
 
     let mut traffic = TrafficSettings::default();
     if let Some(t) = &file.traffic {
+        traffic.enabled = t.enabled.unwrap_or(true);
         if let Some(m) = t.memory_mb {
             if !(1..=65_536).contains(&m) {
                 return err(format!("traffic memory_mb {m} is out of range; expected 1-65536 (MiB)"));
@@ -693,7 +697,7 @@ mod tests {
             &EnvConfig::default(),
             &FlagConfig::default(),
         );
-        assert_eq!(t.unwrap().traffic, TrafficSettings { memory_mb: 8, snapshot_secs: 2 });
+        assert_eq!(t.unwrap().traffic, TrafficSettings { enabled: true, memory_mb: 8, snapshot_secs: 2 });
         let e = resolve(Some(file("[traffic]\nmemory_mb = 0")), &EnvConfig::default(), &FlagConfig::default());
         assert!(e.unwrap_err().to_string().contains("memory_mb"));
         let e =

@@ -225,16 +225,22 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let (dhcp, dhcp_task) = crate::dhcp::shell::start(dhcp_settings, shutdown.clone());
     let (dns, dns_task) = crate::dns::shell::start(dns_settings, dhcp.hosts.clone(), shutdown.clone());
-    let (traffic, traffic_task) = crate::traffic::shell::start(
-        settings::traffic(&config),
-        dhcp.hosts.clone(),
-        nat_cell.clone(),
-        shutdown.clone(),
-    );
+    let traffic = if config.traffic.enabled {
+        let (handle, task) = crate::traffic::shell::start(
+            settings::traffic(&config),
+            dhcp.hosts.clone(),
+            nat_cell.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(task);
+        handle
+    } else {
+        info!("traffic accounting is off ([traffic] enabled = false)");
+        crate::traffic::shell::TrafficHandle::disabled()
+    };
     let handles = crate::web::Handles { hosts: dhcp.hosts.clone(), dhcp, dns, nat: nat_cell.clone(), traffic };
     tasks.spawn(dhcp_task);
     tasks.spawn(dns_task);
-    tasks.spawn(traffic_task);
     tasks.spawn(crate::web::serve(settings::web(&config, &lan.plan), handles, shutdown.clone()));
 
     // A subsystem that fails ends the program (after teardown) with its error, so a supervisor restarts it.
