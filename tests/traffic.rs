@@ -341,8 +341,14 @@ fn live_ticks_arrive_within_150_ms_and_a_download_counts_its_headers() {
         (down / expected - 1.0) * 100.0
     );
     let why = || {
-        let q = |p: &str| lab.run(&lab.client(2), &["curl", "-sf", "-m10", &format!("http://10.0.0.1:1337{p}")]).unwrap();
-        format!("{stats}\n{}\n{}\n{}", q(&format!("/api/traffic/top?device={mac}")), q("/api/traffic/status"), q("/api/nat?limit=5"))
+        let q =
+            |p: &str| lab.run(&lab.client(2), &["curl", "-sf", "-m10", &format!("http://10.0.0.1:1337{p}")]).unwrap();
+        format!(
+            "{stats}\n{}\n{}\n{}",
+            q(&format!("/api/traffic/top?device={mac}")),
+            q("/api/traffic/status"),
+            q("/api/nat?limit=5")
+        )
     };
     assert!((down / expected - 1.0).abs() < 0.01, "{}", why());
     assert!(stats["up_bytes"].as_u64().unwrap() > 0, "the ACKs");
