@@ -14,6 +14,7 @@
 pub mod cli;
 mod clients;
 mod proc;
+pub mod traffic;
 mod upstream;
 
 pub use clients::{ClientRun, DhcpClient, field};
