@@ -113,7 +113,7 @@ pub fn run(args: LabArgs) -> Result<()> {
     println!("  gateway log        : {}", lab.dir().join("gateway.log").display());
     match &generator {
         Some(_) if lab.clients() > 0 => println!(
-            "  traffic            : the devices browse, stream, look names up, ping and chat with {} (--quiet: idle)",
+            "  traffic            : the devices browse, download, look names up, ping and chat with {} (--quiet: idle)",
             super::WAN_ADDR
         ),
         _ => println!("  traffic            : none (the devices are idle)"),
