@@ -66,7 +66,8 @@ fn leftovers_of_a_killed_owner_are_removed_by_the_next_lab() {
     drop(lab);
 }
 
-/// `gatekeeper lab` itself: devices get addresses by DHCP, the web UI answers, and Ctrl-C removes everything.
+/// `gatekeeper lab` itself: devices get addresses by DHCP, the web UI answers, they make traffic, and Ctrl-C stops it
+/// and removes everything.
 #[test]
 fn lab_command_starts_devices_and_removes_everything_on_ctrl_c() {
     let log = std::env::temp_dir().join(format!("gk-lab-command-{}.log", std::process::id()));
@@ -80,6 +81,7 @@ fn lab_command_starts_devices_and_removes_everything_on_ctrl_c() {
     let id = id.to_owned();
     assert_eq!(namespaces_of(&id).len(), 4, "{printed}");
     assert!(printed.contains("(laptop)") && printed.contains("(phone)"), "devices got addresses: {printed}");
+    assert!(printed.contains("--quiet"), "the banner says the devices make traffic: {printed}");
     let url = printed.lines().find_map(|l| l.strip_prefix("Web UI: ")).unwrap().trim().to_owned();
     let fetch = || {
         let out = Command::new("ip")
@@ -100,6 +102,7 @@ fn lab_command_starts_devices_and_removes_everything_on_ctrl_c() {
     lab.signal(libc::SIGINT);
     let status = lab.wait_timeout(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "{status}: {}", lab.log());
+    assert!(lab.log().contains("Traffic generated: "), "the traffic stopped before the lab: {}", lab.log());
     assert!(namespaces_of(&id).is_empty(), "{:?}", namespaces_of(&id));
     let _ = std::fs::remove_file(log);
 }

@@ -2,7 +2,9 @@
 
 use super::{DhcpClient, GW_WAN_ADDR, Lab, LabOptions};
 
-const DEVICE_NAMES: [&str; 8] = ["laptop", "phone", "tv", "printer", "tablet", "console", "speaker", "camera"];
+/// The devices' names, which pick their traffic (`lab::traffic::behaviour`): the default three already browse,
+/// download, and chat like an IoT device (the camera).
+const DEVICE_NAMES: [&str; 8] = ["laptop", "phone", "camera", "tv", "printer", "tablet", "console", "speaker"];
 use crate::net::{netlink::Netlink, subnet};
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
@@ -17,6 +19,9 @@ pub struct LabArgs {
     /// Do not attach this machine to the lab LAN (by default one veth gets an address in it and a route to it only).
     #[arg(long)]
     pub no_host_link: bool,
+    /// Leave the devices idle (by default they browse, stream, look names up, ping and chat, see `lab::traffic`).
+    #[arg(long)]
+    pub quiet: bool,
     /// The web UI port the gateway listens on.
     #[arg(long, default_value_t = crate::config::DEFAULT_WEB_PORT)]
     pub web_port: u16,
@@ -86,6 +91,13 @@ pub fn run(args: LabArgs) -> Result<()> {
         // One address, and with it a route to the lab subnet only: never a default route.
         super::ip(&["addr", "add", &format!("{host_addr}/{prefix}"), "dev", host])?;
     }
+    // Traffic only once every device is bound: a newcomer's first look at the UI already has numbers moving.
+    let generator = if args.quiet {
+        None
+    } else {
+        let named: Vec<(String, usize)> = devices.iter().enumerate().map(|(i, (n, _))| (n.clone(), i + 1)).collect();
+        Some(super::traffic::start(&lab, router, &named)?)
+    };
 
     println!("Gatekeeper lab {} is up.", lab.id);
     println!("  internet namespace : {} (203.0.113.1, DNS for test.; the gateway's WAN is {GW_WAN_ADDR})", lab.wan());
@@ -99,6 +111,13 @@ pub fn run(args: LabArgs) -> Result<()> {
         None => println!("  this machine       : not attached (--no-host-link)"),
     }
     println!("  gateway log        : {}", lab.dir().join("gateway.log").display());
+    match &generator {
+        Some(_) if lab.clients() > 0 => println!(
+            "  traffic            : the devices browse, download, look names up, ping and chat with {} (--quiet: idle)",
+            super::WAN_ADDR
+        ),
+        _ => println!("  traffic            : none (the devices are idle)"),
+    }
     println!("Web UI: http://{router}:{}/", args.web_port);
     println!("Press Ctrl-C to stop; everything is removed.");
 
@@ -112,6 +131,9 @@ pub fn run(args: LabArgs) -> Result<()> {
         }
         anyhow::Ok(())
     })?;
+    if let Some(g) = generator {
+        println!("Traffic generated: {}", g.stop());
+    }
     println!("Stopping the gateway and removing the lab...");
     let status = gateway.terminate(Duration::from_secs(10))?;
     if !status.success() {

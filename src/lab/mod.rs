@@ -14,6 +14,7 @@
 pub mod cli;
 mod clients;
 mod proc;
+pub mod traffic;
 mod upstream;
 
 pub use clients::{ClientRun, DhcpClient, field};
@@ -99,6 +100,19 @@ pub fn cpu_secs(pid: u32) -> Result<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((f[11] + f[12]) as f64 / hz)
+}
+
+/// Moves the calling thread into the named namespace `ns` (`/run/netns/<ns>`) and checks that it took effect.
+/// setns is per thread: the rest of the process stays where it is, and threads this one spawns start in `ns`.
+pub fn enter_netns(ns: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let path = Path::new("/run/netns").join(ns);
+    let file = fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("cannot enter network namespace {ns}"))?;
+    let (want, have) = (file.metadata()?.ino(), fs::metadata("/proc/thread-self/ns/net")?.ino());
+    anyhow::ensure!(want == have, "entering network namespace {ns} did not take effect");
+    Ok(())
 }
 
 fn owner_alive(id: &str) -> bool {
@@ -312,10 +326,9 @@ impl Lab {
 
     /// Runs `f` on a thread inside namespace `ns` (sockets it opens live there), and returns its result.
     pub fn in_netns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let path = Path::new("/run/netns").join(ns);
+        let ns_owned = ns.to_owned();
         std::thread::spawn(move || -> Result<T> {
-            let file = fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            enter_netns(&ns_owned)?;
             Ok(f())
         })
         .join()

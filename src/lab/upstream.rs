@@ -193,7 +193,9 @@ pub fn build_query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
     q
 }
 
-fn udp_query(server: SocketAddr, query: &[u8], timeout: Duration) -> Result<DnsReply> {
+/// Sends `query` to `server` over UDP from the calling thread's namespace and waits up to `timeout` for the reply
+/// with its id.
+pub(super) fn udp_query(server: SocketAddr, query: &[u8], timeout: Duration) -> Result<DnsReply> {
     let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
     let sock = UdpSocket::bind(bind)?;
     sock.connect(server)?;

@@ -690,13 +690,33 @@ impl Traffic {
     pub fn top(&self, device: Option<Device>, from_ms: u64, to_ms: u64, limit: usize) -> Vec<TopEntry> {
         let sel = Select { device, remote: None };
         let mut by: HashMap<(u32, Option<Ipv4Addr>), Totals> = HashMap::new();
-        self.each_bucket(&sel, from_ms, to_ms, |_, p, up, down| {
-            let key = match device {
-                Some(_) => (p.device, Some(p.remote)),
-                None => (p.device, None),
-            };
-            by.entry(key).or_default().add(&[up, down]);
-        });
+        let mut add = |from_ms: u64, to_ms: u64| {
+            self.each_bucket(&sel, from_ms, to_ms, |_, p, up, down| {
+                let key = match device {
+                    Some(_) => (p.device, Some(p.remote)),
+                    None => (p.device, None),
+                };
+                by.entry(key).or_default().add(&[up, down]);
+            })
+        };
+        // For all devices, the whole minutes of the range come from the devices' per-minute totals (decoding every
+        // pair's day took ~240 ms at 10,000 pairs, on the thread that drains the rings); only the edges, and the
+        // minute still being filled, are read from the buckets.
+        let (fb, tb) = (from_ms / BUCKET_MS, to_ms.div_ceil(BUCKET_MS));
+        let m0 = (fb * BUCKET_MS).div_ceil(MINUTE_MS);
+        let open_minute = self.open.map_or(u64::MAX, |o| o * BUCKET_MS / MINUTE_MS);
+        let m1 = (tb * BUCKET_MS / MINUTE_MS).min(open_minute);
+        if device.is_none() && m1 > m0 {
+            add(fb * BUCKET_MS, m0 * MINUTE_MS);
+            add(m1 * MINUTE_MS, tb * BUCKET_MS);
+            for (i, d) in self.devices.iter().enumerate() {
+                for (_, v) in d.minutes.iter().filter(|(m, _)| (m0..m1).contains(m)) {
+                    by.entry((i as u32, None)).or_default().add(v);
+                }
+            }
+        } else {
+            add(from_ms, to_ms);
+        }
         let mut rows: Vec<TopEntry> = by
             .into_iter()
             .map(|((d, remote), totals)| TopEntry {

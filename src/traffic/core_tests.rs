@@ -297,3 +297,40 @@ fn corrupt_frames_are_skipped() {
     assert_eq!(r.skipped, 1);
     assert_eq!(sum(&u.series(&all(), T0, 100, 1)), [100, 0]);
 }
+
+#[test]
+fn top_of_all_devices_agrees_with_the_buckets_over_any_range() {
+    let mut t = Traffic::new(TrafficConfig::default());
+    // Three devices over five minutes, the last record still in the open bucket.
+    let mut at = T0 + 37;
+    let mut n = 0u32;
+    while at < T0 + 5 * MINUTE_MS {
+        n += 1;
+        t.ingest(&rec(
+            at,
+            lan(1 + (n % 3) as u8),
+            wan((n % 7) as u8),
+            if n.is_multiple_of(2) { Way::Up } else { Way::Down },
+            40 + n % 500,
+        ));
+        at += 173;
+        if n.is_multiple_of(50) {
+            t.maintain(at);
+        }
+    }
+    for (from, to) in [
+        (T0, T0 + 5 * MINUTE_MS),
+        (T0 + 12_345, T0 + 4 * MINUTE_MS + 999),
+        (T0 + MINUTE_MS, T0 + 3 * MINUTE_MS),
+        (T0 - 7 * MINUTE_MS, T0 + 9 * MINUTE_MS),
+        (T0 + 100, T0 + 50_000),
+    ] {
+        let top = t.top(None, from, to, 10);
+        for d in 1..=3u8 {
+            let dev = Device::Ip(lan(d).into());
+            let want = t.range_stats(&Select { device: Some(dev), remote: None }, from, to).totals;
+            let got = top.iter().find(|e| e.device == Some(dev)).map_or(Totals::default(), |e| e.totals);
+            assert_eq!(got, want, "device {d}, {from}..{to}");
+        }
+    }
+}

@@ -8,9 +8,12 @@
 //! - a direction's class: 0 = nothing; 1 = the same bytes and packets as the previous non-empty value of that
 //!   direction (periodic traffic, ACK streams); 2 = one packet of 20..=275 bytes, in one byte (`bytes - 20`);
 //!   3 = one packet of up to 65,535 bytes, in two bytes; 4 = 2..=257 packets in one byte, then bytes as a
-//!   varint; 5 = packets and bytes as varints. 6 and 7 are invalid (a decoder stops there).
+//!   varint; 5 = packets and bytes as varints; 6 = 2..=257 packets in one byte, then how many bytes short of
+//!   that many full 1,500-byte packets they are (a varint: 0 for a bucket of full-size segments, the usual case
+//!   of a download); 7 = 2..=257 packets, then the bytes beyond that many 52-byte packets (an IP and TCP header
+//!   with timestamps: an ACK stream). The encoder takes the shortest class that fits.
 //!
-//! A DNS query and its answer cost 3 bytes, a packet each way of a keepalive 1 to 5, a bulk bucket 5 to 9.
+//! A DNS query and its answer cost 3 bytes, a packet each way of a keepalive 1 to 5, a bulk bucket 5 to 7.
 //!
 //! # Blocks
 //! Entries go into blocks of about [`BLOCK_BYTES`]; each block carries the decoder's state at its start (the
@@ -148,6 +151,14 @@ impl BlockIter<'_> {
                 let packets = u32::try_from(self.varint()?).ok()?;
                 Flow { bytes: self.varint()?, packets }
             }
+            6 => {
+                let packets = 2 + u32::from(self.byte()?);
+                Flow { bytes: (u64::from(packets) * FULL).checked_sub(self.varint()?)?, packets }
+            }
+            7 => {
+                let packets = 2 + u32::from(self.byte()?);
+                Flow { bytes: (u64::from(packets) * ACK).checked_add(self.varint()?)?, packets }
+            }
             _ => return None,
         };
         self.state.prev[dir] = f;
@@ -184,6 +195,14 @@ impl Iterator for BlockIter<'_> {
     }
 }
 
+/// A full-size packet on an Ethernet link (the MTU), and a bare TCP segment with timestamps (an ACK).
+const FULL: u64 = 1500;
+const ACK: u64 = 52;
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
@@ -207,8 +226,25 @@ fn put_flow(out: &mut Vec<u8>, f: Flow, prev: &mut Flow) -> u8 {
         3
     } else if (2..=257).contains(&f.packets) {
         out.push((f.packets - 2) as u8);
-        put_varint(out, f.bytes);
-        4
+        let p = u64::from(f.packets);
+        // The shortest of: bytes short of full packets (6), bytes past ACK-sized ones (7), the bytes (4).
+        let short = (p * FULL).checked_sub(f.bytes);
+        let over = f.bytes.checked_sub(p * ACK);
+        let plain = varint_len(f.bytes);
+        match (short, over) {
+            (Some(v), _) if varint_len(v) < plain && over.is_none_or(|o| varint_len(v) <= varint_len(o)) => {
+                put_varint(out, v);
+                6
+            }
+            (_, Some(v)) if varint_len(v) < plain => {
+                put_varint(out, v);
+                7
+            }
+            _ => {
+                put_varint(out, f.bytes);
+                4
+            }
+        }
     } else {
         put_varint(out, u64::from(f.packets));
         put_varint(out, f.bytes);
@@ -430,6 +466,21 @@ mod tests {
             ]
         );
         assert!(!s.push(1051, f(1, 1), Flow::ZERO), "not after the last");
+    }
+
+    #[test]
+    fn full_size_segments_and_ack_streams_are_short() {
+        let mut s = Series::new();
+        // 20 full-size segments down, 10 ACKs up: header, then 2 bytes each way.
+        s.push(1, f(10 * 52, 10), f(20 * 1500, 20));
+        assert_eq!(s.blocks()[0].data.len(), 5);
+        // A partial last segment: 200 bytes short of full.
+        s.push(2, f(10 * 52 + 12, 10), f(20 * 1500 - 200, 20));
+        assert_eq!(s.blocks()[0].data.len(), 5 + 1 + 2 + 3);
+        let got: Vec<Bucket> = s.range(0, 10).collect();
+        assert_eq!(got[1].down, f(29_800, 20));
+        assert_eq!(got[1].up, f(532, 10));
+        assert_eq!((varint_len(0), varint_len(127), varint_len(128), varint_len(u64::MAX)), (1, 1, 2, 10));
     }
 
     #[test]
