@@ -28,6 +28,36 @@ enum Command {
     Run(RunArgs),
     /// Start a virtual home network in network namespaces, with simulated devices and the gateway.
     Lab(lab::cli::LabArgs),
+    /// Set the web UI's admin password: read from standard input (one line), or generated and printed if the input
+    /// is empty. A running gateway uses it from its next start.
+    Passwd(PasswdArgs),
+}
+
+#[derive(Args, Clone)]
+struct PasswdArgs {
+    /// The gateway's state directory.
+    #[arg(long, value_name = "DIR", default_value = config::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+fn passwd(args: PasswdArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("New admin password (empty: generate one): ");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let typed = line.trim_end_matches(['\r', '\n']);
+    if typed.is_empty() {
+        let p = gatekeeper::web::auth::generate_password();
+        gatekeeper::web::admin::set(&args.state_dir, &p, true)?;
+        println!("The web UI's admin password is now: {p}");
+        println!("(also in {})", args.state_dir.join(gatekeeper::web::admin::PASSWORD_FILE).display());
+    } else {
+        gatekeeper::web::admin::set(&args.state_dir, typed, false)?;
+        println!("The web UI's admin password is set.");
+    }
+    Ok(())
 }
 
 #[derive(Args, Clone, Default)]
@@ -101,6 +131,7 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),
         Some(Command::Lab(args)) => lab::cli::run(args),
+        Some(Command::Passwd(args)) => passwd(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

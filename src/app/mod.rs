@@ -171,6 +171,16 @@ pub async fn run(config: Config) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
 
     let state = StateDir::open(&config.state_dir)?;
+    // The web UI's admin password: made on the first start and shown once (and kept owner-only in the state dir).
+    let (_admin_hash, new_password) = crate::web::admin::load_or_create(state.path())?;
+    if let Some(p) = new_password {
+        let file = state.path().join(crate::web::admin::PASSWORD_FILE);
+        eprintln!(
+            "The web UI's admin password is: {p}   (shown once; also in {}, readable by root only)",
+            file.display()
+        );
+        info!("generated the web UI's admin password (in {})", file.display());
+    }
     let nl = Netlink::connect()?;
     setup::recover(&nl, state.path()).await?;
     let plan = plan::plan(&nl.snapshot().await?, &settings::lan(&config))?;

@@ -119,6 +119,10 @@ pub fn run(args: LabArgs) -> Result<()> {
         _ => println!("  traffic            : none (the devices are idle)"),
     }
     println!("Web UI: http://{router}:{}/", args.web_port);
+    match std::fs::read_to_string(state.join(crate::web::admin::PASSWORD_FILE)) {
+        Ok(p) => println!("  admin password     : {}", p.trim()),
+        Err(_) => println!("  admin password     : not kept in clear (set with `gatekeeper passwd`)"),
+    }
     println!("Press Ctrl-C to stop; everything is removed.");
 
     rt.block_on(async {

@@ -1,6 +1,8 @@
 //! The web UI: axum on the router's LAN address only (so it is closed to the WAN by construction).
 //! For now it shows the LAN set-up; devices, traffic and ports arrive with their subsystems.
 
+pub mod admin;
+pub mod auth;
 mod traffic;
 
 use crate::dhcp::shell::DhcpHandle;
