@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod oui;
 mod traffic;
 
 use crate::dhcp::shell::DhcpHandle;

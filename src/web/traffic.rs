@@ -55,6 +55,8 @@ impl From<[u64; 2]> for UpDown {
 struct DeviceRow {
     device: Device,
     mac: Option<String>,
+    /// The MAC's registered vendor (IEEE OUI), none for a locally administered (random) address.
+    vendor: Option<&'static str>,
     ip: Option<Ipv4Addr>,
     hostname: Option<String>,
     /// `lease`, `static`, or none (seen in traffic only).
@@ -82,6 +84,10 @@ async fn devices(State(web): State<Web>) -> impl IntoResponse {
         rows.push(DeviceRow {
             device: d.device,
             mac: h.map(|h| h.mac.to_string()),
+            vendor: match d.device {
+                Device::Mac(m) => super::oui::vendor(&m),
+                Device::Ip(_) => h.and_then(|h| super::oui::vendor(&h.mac)),
+            },
             ip: d.ip.or(h.map(|h| h.ip)),
             hostname: h.and_then(|h| h.name.clone()),
             lease: h.map(|h| h.source),
@@ -100,6 +106,7 @@ async fn devices(State(web): State<Web>) -> impl IntoResponse {
         rows.push(DeviceRow {
             device: Device::Mac(h.mac),
             mac: Some(h.mac.to_string()),
+            vendor: super::oui::vendor(&h.mac),
             ip: Some(h.ip),
             hostname: h.name.clone(),
             lease: Some(h.source),
