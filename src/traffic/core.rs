@@ -778,11 +778,6 @@ impl Traffic {
         }
         by.into_iter().collect()
     }
-
-    /// Whether the device is known.
-    pub fn knows(&self, d: &Device) -> bool {
-        self.device_ids.contains_key(d)
-    }
 }
 
 #[cfg(test)]
