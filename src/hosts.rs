@@ -122,6 +122,60 @@ impl HostsWriter {
         t.send(change);
     }
 
+    /// A static host (new, or its address or name changed): it takes its address now unless that is leased.
+    pub fn set_static(&self, mut host: Host) {
+        host.source = Source::Static;
+        let mut t = self.0.write();
+        let old: Vec<Ipv4Addr> =
+            t.statics.values().filter(|h| h.mac == host.mac && h.ip != host.ip).map(|h| h.ip).collect();
+        for ip in old {
+            t.statics.remove(&ip);
+            if t.hosts.get(&ip).is_some_and(|h| h.source == Source::Static) {
+                t.hosts.remove(&ip);
+                t.send(Change::Removed(ip));
+            }
+        }
+        t.statics.insert(host.ip, host.clone());
+        let leased = t.hosts.get(&host.ip).is_some_and(|h| h.source == Source::Lease && h.mac == host.mac);
+        if !leased && t.hosts.get(&host.ip) != Some(&host) {
+            t.hosts.insert(host.ip, host.clone());
+            t.send(Change::Set(host));
+        }
+    }
+
+    /// `mac` has no static address any more (its lease, if any, stays until it ends).
+    pub fn remove_static(&self, mac: Mac) {
+        let mut t = self.0.write();
+        let ips: Vec<Ipv4Addr> = t.statics.values().filter(|h| h.mac == mac).map(|h| h.ip).collect();
+        for ip in ips {
+            t.statics.remove(&ip);
+            if t.hosts.get(&ip).is_some_and(|h| h.source == Source::Static) {
+                t.hosts.remove(&ip);
+                t.send(Change::Removed(ip));
+            }
+        }
+    }
+
+    /// Every entry of `mac` (leased or static) is now named `name`.
+    pub fn rename(&self, mac: Mac, name: Option<String>) {
+        let mut t = self.0.write();
+        for h in t.statics.values_mut().filter(|h| h.mac == mac) {
+            h.name = name.clone();
+        }
+        let changed: Vec<Host> = t
+            .hosts
+            .values_mut()
+            .filter(|h| h.mac == mac && h.name != name)
+            .map(|h| {
+                h.name = name.clone();
+                h.clone()
+            })
+            .collect();
+        for h in changed {
+            t.send(Change::Set(h));
+        }
+    }
+
     pub fn reader(&self) -> Hosts {
         Hosts(self.0.clone())
     }
@@ -234,6 +288,28 @@ mod tests {
         assert_eq!(hosts.get(ip(9)), None);
         drop(w);
         assert!(matches!(sub.next().await, Update::Closed));
+    }
+
+    #[test]
+    fn statics_made_moved_renamed_and_removed_at_run_time() {
+        let (w, hosts) = table([]);
+        w.leased(ip(9), mac(9), Some("laptop".into()));
+        // Pinning its leased address keeps the lease entry; a name reaches both.
+        w.set_static(Host { ip: ip(9), mac: mac(9), name: None, source: Source::Static });
+        assert_eq!(hosts.get(ip(9)).map(|h| h.source), Some(Source::Lease));
+        w.rename(mac(9), Some("work".into()));
+        assert_eq!(hosts.get(ip(9)).and_then(|h| h.name), Some("work".into()));
+        w.ended(ip(9));
+        assert_eq!(
+            hosts.get(ip(9)),
+            Some(Host { ip: ip(9), mac: mac(9), name: Some("work".into()), source: Source::Static })
+        );
+        // Moved: the old static entry goes, the new one is there at once.
+        w.set_static(Host { ip: ip(20), mac: mac(9), name: Some("work".into()), source: Source::Static });
+        assert_eq!(hosts.get(ip(9)), None);
+        assert_eq!(hosts.mac_of(ip(20)), Some(mac(9)));
+        w.remove_static(mac(9));
+        assert!(hosts.all().is_empty());
     }
 
     #[tokio::test]

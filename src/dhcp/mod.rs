@@ -1,5 +1,6 @@
 //! DHCPv4: a sans-IO server core, its lease store, and the socket shell around them.
 
+pub mod devices;
 pub mod ethers;
 pub mod hostname;
 pub mod lease;

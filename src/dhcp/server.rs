@@ -397,6 +397,36 @@ impl Server {
             .map(Time::from_unix_secs)
     }
 
+    /// The admin forgot the device `mac`: its leases end (as if released) and its old address is not kept for it.
+    pub fn forget(&mut self, mac: Mac) -> Vec<(Record, LeaseEvent)> {
+        let cids: Vec<Vec<u8>> = self.leases.values().filter(|l| l.mac == mac).map(|l| l.client_id.clone()).collect();
+        let mut out = Vec::new();
+        for cid in cids {
+            if let Some(l) = self.remove_lease(&cid) {
+                self.forget_previous(&cid);
+                out.push((Record::Released { client_id: cid, ip: l.ip }, LeaseEvent::Released(l)));
+            }
+        }
+        out
+    }
+
+    /// The same server under a new configuration (the admin changed a static lease): leases, quarantines and
+    /// counters carry over; leases that no longer fit (an address now another MAC's static one, say) end, as
+    /// (Released record, Released event) pairs. Pending offers are dropped (the client asks again).
+    pub fn reconfigure(&mut self, cfg: DhcpConfig, now: Time) -> Result<Vec<(Record, LeaseEvent)>, DhcpConfigError> {
+        let old: Vec<Lease> = self.leases.values().cloned().collect();
+        let declined: Vec<(Ipv4Addr, u64)> = self.declined().collect();
+        let mut next = Server::new(cfg, old.clone(), declined, now)?;
+        next.stats = std::mem::take(&mut self.stats);
+        let ended = old
+            .into_iter()
+            .filter(|l| next.leases.get(&l.client_id).is_none_or(|n| n.ip != l.ip))
+            .map(|l| (Record::Released { client_id: l.client_id.clone(), ip: l.ip }, LeaseEvent::Released(l)))
+            .collect();
+        *self = next;
+        Ok(ended)
+    }
+
     /// Ends what is due at `now`: expired leases come back as (Released record, Expired event) pairs; timed-out
     /// offers and quarantines are cleared silently.
     pub fn expire(&mut self, now: Time) -> Vec<(Record, LeaseEvent)> {

@@ -5,7 +5,8 @@
 //! their replies (ACKs) leave only when that batch is fsynced. Later batches are handled while a sync is in flight,
 //! so one fsync covers everything that arrived meanwhile.
 
-use super::lease::{LeaseEvent, Record};
+use super::devices::{Edit, EditReply, Notes};
+use super::lease::{LeaseEvent, Record, StaticLease};
 use super::server::{CLIENT_PORT, Destination, DhcpConfig, DropReason, Reply, SERVER_PORT, Server};
 use super::store::{Committer, Durable, LeaseStore};
 use crate::hosts::{Hosts, HostsWriter};
@@ -35,6 +36,7 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct DhcpHandle {
     views: crate::views::Views<(), DhcpView>,
+    edits: crate::views::Views<Edit, EditReply>,
     pub hosts: Hosts,
 }
 
@@ -43,20 +45,54 @@ impl DhcpHandle {
     pub async fn view(&self) -> DhcpView {
         self.views.get(()).await
     }
+
+    /// An admin's change (a name, a static address, forgetting a device): done and on disk, or why not.
+    pub async fn edit(&self, edit: Edit) -> Result<(), String> {
+        self.edits.get(edit).await.0
+    }
 }
 
 /// The handle, and the server's task (run it until `shutdown`). The hosts table starts with the static hosts, so
 /// they resolve before the server has even opened its lease log.
 pub fn start(settings: Settings, shutdown: CancellationToken) -> (DhcpHandle, impl Future<Output = Result<()>>) {
-    let statics = settings.server.static_leases.iter().map(|s| crate::hosts::Host {
+    let notes = Notes::load(&settings.state_dir);
+    let empty = Notes::default();
+    let config = settings.server.static_leases.clone();
+    let server = with_notes(settings.server.clone(), &config, notes.as_ref().unwrap_or(&empty));
+    let label = |s: &StaticLease| {
+        let n = notes.as_ref().ok().and_then(|n| n.label(&s.mac));
+        n.or_else(|| s.hostname.as_deref().and_then(|h| super::hostname::sanitize(h.as_bytes())))
+    };
+    let statics = server.static_leases.iter().map(|s| crate::hosts::Host {
         ip: s.ip,
         mac: s.mac,
-        name: s.hostname.as_deref().and_then(|h| super::hostname::sanitize(h.as_bytes())),
+        name: label(s),
         source: crate::hosts::Source::Static,
     });
     let (writer, hosts) = crate::hosts::table(statics);
     let (views, queries) = crate::views::channel();
-    (DhcpHandle { views, hosts }, serve(settings, writer, queries, shutdown))
+    let (edits, edit_queries) = crate::views::channel();
+    let settings = Settings { server, ..settings };
+    let task = async move {
+        let notes = notes?;
+        serve(settings, config, notes, writer, queries, edit_queries, shutdown).await
+    };
+    (DhcpHandle { views, edits, hosts }, task)
+}
+
+/// The configuration with the admin's static addresses (from the UI) added after the config file's; one that
+/// clashes with the file (same MAC or address) or no longer fits the subnet is skipped, with a warning.
+fn with_notes(mut cfg: DhcpConfig, config: &[StaticLease], notes: &Notes) -> DhcpConfig {
+    cfg.static_leases = config.to_vec();
+    for (mac, ip) in notes.statics() {
+        let clash = cfg.static_leases.iter().any(|s| s.mac == mac || s.ip == ip);
+        if clash || !cfg.subnet.contains(&ip) || ip == cfg.server_ip {
+            warn!(%mac, %ip, "the static address given in the UI clashes with the config or the subnet; not used");
+            continue;
+        }
+        cfg.static_leases.push(StaticLease { mac, ip, hostname: notes.name(&mac).map(str::to_owned) });
+    }
+    cfg
 }
 
 fn bind(ifname: &str) -> Result<UdpSocket> {
@@ -113,6 +149,11 @@ struct Shell {
     hosts: HostsWriter,
     arp_failures: u64,
     send_failures: u64,
+    /// What the admin said about devices, the configuration without it, and the config file's static leases.
+    notes: Notes,
+    base: DhcpConfig,
+    config_statics: Vec<StaticLease>,
+    state_dir: std::path::PathBuf,
 }
 
 impl Shell {
@@ -146,7 +187,10 @@ impl Shell {
         for e in events {
             debug!(event = ?e, "lease");
             match e {
-                LeaseEvent::Granted(l) | LeaseEvent::Renewed(l) => self.hosts.leased(l.ip, l.mac, l.hostname),
+                LeaseEvent::Granted(l) | LeaseEvent::Renewed(l) => {
+                    let name = self.notes.label(&l.mac).or(l.hostname);
+                    self.hosts.leased(l.ip, l.mac, name)
+                }
                 LeaseEvent::Released(l) | LeaseEvent::Expired(l) => self.hosts.ended(l.ip),
             }
         }
@@ -161,6 +205,11 @@ pub struct DhcpView {
     pub free_addresses: usize,
     /// Messages by type, drops by reason, and the shell's own failures.
     pub counters: crate::counters::Counters,
+    /// Static leases from the config file and /etc/ethers (read-only in the UI).
+    pub config_statics: Vec<StaticLease>,
+    /// Names and static addresses given in the UI.
+    pub notes: Notes,
+    pub subnet: Option<ipnet::Ipv4Net>,
 }
 
 fn view(server: &Server, shell: &Shell) -> DhcpView {
@@ -172,7 +221,97 @@ fn view(server: &Server, shell: &Shell) -> DhcpView {
         .gauge("free_addresses", server.free_addresses() as u64);
     let mut leases: Vec<_> = server.leases().cloned().collect();
     leases.sort_by_key(|l| l.ip);
-    DhcpView { leases, free_addresses: server.free_addresses(), counters }
+    DhcpView {
+        leases,
+        free_addresses: server.free_addresses(),
+        counters,
+        config_statics: shell.config_statics.clone(),
+        notes: shell.notes.clone(),
+        subnet: Some(server.config().subnet),
+    }
+}
+
+impl Shell {
+    /// Applies an admin's change: the notes file is written (atomically, fsynced) before this returns; leases it
+    /// ends come back to be persisted and published like any other.
+    fn edit(&mut self, server: &mut Server, edit: Edit) -> Result<Vec<(Record, LeaseEvent)>, String> {
+        let mac = match &edit {
+            Edit::Rename { mac, .. } | Edit::Pin { mac, .. } | Edit::Forget { mac } => *mac,
+        };
+        let forget = matches!(edit, Edit::Forget { .. });
+        let from_config = self.config_statics.iter().find(|s| s.mac == mac);
+        let mut notes = self.notes.clone();
+        let note = notes.devices.entry(mac).or_default();
+        let mut statics_changed = false;
+        match edit {
+            Edit::Rename { name, .. } => note.name = name,
+            Edit::Pin { ip, name, .. } => {
+                if let Some(s) = from_config {
+                    return Err(format!("{mac} has its static address {} in the config file; change it there", s.ip));
+                }
+                let ip = match ip.or(note.ip).or_else(|| server.leases().find(|l| l.mac == mac).map(|l| l.ip)) {
+                    Some(ip) => ip,
+                    None => return Err(format!("{mac} has no lease to make static; give it an address")),
+                };
+                let cfg = &self.base;
+                if !cfg.subnet.contains(&ip) || ip == cfg.subnet.network() || ip == cfg.subnet.broadcast() {
+                    return Err(format!("{ip} is not a host address of the LAN ({})", cfg.subnet));
+                }
+                if ip == cfg.server_ip {
+                    return Err(format!("{ip} is the router's own address"));
+                }
+                if let Some(s) = self.config_statics.iter().find(|s| s.ip == ip) {
+                    return Err(format!("{ip} is {}'s static address (config file)", s.mac));
+                }
+                if let Some((other, _)) = self.notes.statics().find(|(m, i)| *i == ip && *m != mac) {
+                    return Err(format!("{ip} is already {other}'s static address"));
+                }
+                if let Some(l) = server.lease_by_ip(ip).filter(|l| l.mac != mac) {
+                    return Err(format!("{ip} is leased to {} now; pick another address or forget that device", l.mac));
+                }
+                statics_changed = note.ip != Some(ip);
+                note.ip = Some(ip);
+                if let Some(n) = name {
+                    note.name = n;
+                }
+            }
+            Edit::Forget { .. } => {
+                if from_config.is_some() {
+                    return Err(format!("{mac} is a static lease of the config file; remove it there"));
+                }
+                statics_changed = note.ip.is_some();
+                notes.devices.remove(&mac);
+            }
+        }
+        notes.tidy();
+        if notes.devices.len() > super::devices::MAX_DEVICES {
+            return Err(format!("at most {} devices can have a name or address", super::devices::MAX_DEVICES));
+        }
+        let mut ended = Vec::new();
+        if statics_changed {
+            let cfg = with_notes(self.base.clone(), &self.config_statics, &notes);
+            ended = server.reconfigure(cfg, Time::now()).map_err(|e| e.0)?;
+        }
+        notes.save(&self.state_dir).map_err(|e| format!("cannot save the change: {e:#}"))?;
+        self.notes = notes;
+        if forget {
+            ended.extend(server.forget(mac));
+        }
+        // The hosts table: the device's name and static entry as they are now.
+        let label =
+            self.notes.label(&mac).or_else(|| server.leases().find(|l| l.mac == mac).and_then(|l| l.hostname.clone()));
+        match self.notes.devices.get(&mac).and_then(|n| n.ip) {
+            Some(ip) => self.hosts.set_static(crate::hosts::Host {
+                ip,
+                mac,
+                name: label.clone(),
+                source: crate::hosts::Source::Static,
+            }),
+            None => self.hosts.remove_static(mac),
+        }
+        self.hosts.rename(mac, label);
+        Ok(ended)
+    }
 }
 
 type Held = Vec<(Option<Reply>, Vec<LeaseEvent>)>;
@@ -184,11 +323,15 @@ async fn after_sync(durable: Durable, held: Held) -> (Result<()>, Held) {
 
 async fn serve(
     settings: Settings,
+    config_statics: Vec<StaticLease>,
+    notes: Notes,
     hosts: HostsWriter,
     mut queries: crate::views::ViewRequests<(), DhcpView>,
+    mut edits: crate::views::ViewRequests<Edit, EditReply>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let Settings { server: cfg, interface: ifname, state_dir } = settings;
+    let base = DhcpConfig { static_leases: config_statics.clone(), ..cfg.clone() };
     let now = Time::now();
     let (store, loaded) = LeaseStore::open(&state_dir, now.unix_secs())?;
     if loaded.torn_bytes_dropped > 0 {
@@ -197,7 +340,7 @@ async fn serve(
     let committer = Committer::start(store, &loaded)?;
     let mut server = Server::new(cfg, loaded.leases, loaded.declined, now).map_err(|e| anyhow!("DHCP: {}", e.0))?;
     for l in server.leases() {
-        hosts.leased(l.ip, l.mac, l.hostname.clone());
+        hosts.leased(l.ip, l.mac, notes.label(&l.mac).or(l.hostname.clone()));
     }
     let sock = bind(&ifname)?;
     info!(
@@ -207,7 +350,8 @@ async fn serve(
         range = %format!("{}-{}", server.config().range.0, server.config().range.1),
         "DHCP server ready"
     );
-    let mut shell = Shell { sock, ifname, hosts, arp_failures: 0, send_failures: 0 };
+    let mut shell =
+        Shell { sock, ifname, hosts, arp_failures: 0, send_failures: 0, notes, base, config_statics, state_dir };
     let mut waiting = FuturesOrdered::new();
     let mut buf = vec![0u8; 4096];
     let mut reported: HashSet<DropReason> = HashSet::new();
@@ -263,6 +407,16 @@ async fn serve(
             }
             Some(((), reply)) = queries.recv() => {
                 let _ = reply.send(view(&server, &shell));
+            }
+            Some((edit, reply)) = edits.recv() => {
+                info!(?edit, "admin change");
+                let result = shell.edit(&mut server, edit).map(|ended| {
+                    let (records, evs): (Vec<Record>, Vec<LeaseEvent>) = ended.into_iter().unzip();
+                    if !records.is_empty() {
+                        waiting.push_back(after_sync(committer.submit(records), vec![(None, evs)]));
+                    }
+                });
+                let _ = reply.send(EditReply(result));
             }
             _ = &mut tick => {
                 // Expired leases: persisted as released, published as expired.
