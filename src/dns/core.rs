@@ -190,6 +190,7 @@ struct Pending {
     upstream: usize,
     transport: Transport,
     attempts: u32,
+    attempt_sent_ms: u64,
     attempt_deadline: u64,
     deadline: u64,
     /// The upstream query (id patched per attempt).
@@ -215,6 +216,32 @@ pub struct Dns {
     /// The upstream that answered last: new questions start there.
     preferred: usize,
     stats: Stats,
+    /// Per upstream, in `cfg.upstreams` order.
+    health: Vec<UpstreamHealth>,
+}
+
+/// How one upstream is doing: attempts sent to it, answered, missed (timed out, failed or an error answer),
+/// its latency (a moving average of answered attempts) and when it last answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct UpstreamHealth {
+    pub sent: u64,
+    pub answered: u64,
+    pub missed: u64,
+    /// Missed attempts since the last answer: 3 or more in a row and it counts as unhealthy.
+    pub missed_in_a_row: u32,
+    pub latency_ms: Option<f64>,
+    pub last_answer_ms: Option<u64>,
+}
+
+impl UpstreamHealth {
+    pub fn healthy(&self) -> bool {
+        self.missed_in_a_row < 3
+    }
+
+    fn missed(&mut self) {
+        self.missed += 1;
+        self.missed_in_a_row = self.missed_in_a_row.saturating_add(1);
+    }
 }
 
 impl Dns {
@@ -230,6 +257,7 @@ impl Dns {
             next_handle: 1,
             preferred: 0,
             stats: Stats::default(),
+            health: vec![UpstreamHealth::default(); cfg.upstreams.len()],
             cfg,
         }
     }
@@ -381,6 +409,7 @@ impl Dns {
             upstream: (self.preferred + n - 1) % n, // the first attempt moves to the preferred one
             transport: Transport::Udp,
             attempts: 0,
+            attempt_sent_ms: 0,
             attempt_deadline: 0,
             deadline: now_ms.saturating_add(self.cfg.total_timeout_ms),
             query: upstream_query,
@@ -423,7 +452,11 @@ impl Dns {
         p.handle = handle;
         p.id = self.rng.random::<u16>();
         wire::put16(&mut p.query, 0, p.id);
+        p.attempt_sent_ms = now_ms;
         p.attempt_deadline = now_ms.saturating_add(self.cfg.upstream_timeout_ms.max(1)).min(p.deadline);
+        if let Some(h) = self.health.get_mut(p.upstream) {
+            h.sent += 1;
+        }
         self.timers.insert((p.attempt_deadline, handle));
         self.handles.insert(handle, key.into());
         self.stats.upstream_sent += 1;
@@ -523,12 +556,22 @@ impl Dns {
         let ext = walk.opt.map_or(0, |(e, _)| e);
         if ext != 0 || !(rcode == wire::RCODE_NOERROR || rcode == wire::RCODE_NXDOMAIN) {
             self.stats.upstream_errors += 1;
+            if let Some(h) = self.health.get_mut(p.upstream) {
+                h.missed();
+            }
             self.attempt(&key, now_ms, false, out);
             return;
         }
         let upstream = p.upstream;
+        let took = now_ms.saturating_sub(p.attempt_sent_ms) as f64;
         let (entry, lifetime) = build_entry(m, walk, qend, now_ms, p.name.clone());
         self.stats.upstream_answered += 1;
+        if let Some(h) = self.health.get_mut(upstream) {
+            h.answered += 1;
+            h.missed_in_a_row = 0;
+            h.last_answer_ms = Some(now_ms);
+            h.latency_ms = Some(h.latency_ms.map_or(took, |l| l * 0.8 + took * 0.2));
+        }
         self.preferred = upstream;
         let Some(p) = self.finish(&key, out) else { return };
         let q = |w: &Waiter| Query {
@@ -561,6 +604,9 @@ impl Dns {
             return;
         };
         self.stats.upstream_failures += 1;
+        if let Some(h) = self.pending.get(&key[..]).and_then(|p| self.health.get_mut(p.upstream)) {
+            h.missed();
+        }
         self.attempt(&key, now_ms, false, out);
     }
 
@@ -582,6 +628,9 @@ impl Dns {
                 continue;
             }
             self.stats.upstream_timeouts += 1;
+            if let Some(h) = self.health.get_mut(p.upstream) {
+                h.missed();
+            }
             if now_ms >= p.deadline {
                 self.fail(&key, now_ms, out);
             } else {
@@ -654,6 +703,15 @@ impl Dns {
 
     pub fn upstreams(&self) -> &[SocketAddr] {
         &self.cfg.upstreams
+    }
+
+    /// Each upstream's health, in [`Dns::upstreams`] order.
+    pub fn health(&self) -> &[UpstreamHealth] {
+        &self.health
+    }
+
+    pub fn cache_capacity(&self) -> usize {
+        self.cfg.cache_entries
     }
 
     /// Entries in the answer cache.

@@ -53,6 +53,10 @@ const UPSTREAM_LIMIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Default, serde::Serialize)]
 pub struct DnsView {
     pub upstreams: Vec<SocketAddr>,
+    /// Each upstream's health, in `upstreams` order.
+    pub health: Vec<crate::dns::core::UpstreamHealth>,
+    /// The answer cache's capacity (entries).
+    pub cache_size: usize,
     pub counters: crate::counters::Counters,
     /// Devices with a query log (the page below is `offset..offset + limit` of them, most recently active first).
     pub total_devices: usize,
@@ -382,6 +386,8 @@ fn view(dns: &Dns, page: &LogPage) -> DnsView {
     let limit = page.limit.min(LogPage::MAX_LIMIT);
     DnsView {
         upstreams: dns.upstreams().to_vec(),
+        health: dns.health().to_vec(),
+        cache_size: dns.cache_capacity(),
         counters: dns.counters(),
         total_devices,
         offset: page.offset,
