@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 [ "$(id -u)" = 0 ] || { echo "run as root: sudo ./lab.sh" >&2; exit 1; }
 scripts/deps.sh
+scripts/web.sh
 cargo build --release
 exec target/release/gatekeeper lab "$@"

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 [ "$(id -u)" = 0 ] || { echo "run as root: sudo ./test.sh" >&2; exit 1; }
 scripts/deps.sh
+scripts/web.sh
 status=0
 cargo test --all-targets "$@" || status=$?
 left=$(ip netns list | awk '{print $1}' | grep '^gk-' || true)

@@ -11,8 +11,11 @@ packages=(
   knot knot-dnsutils bind9-dnsutils  # the upstream DNS server (knotd) and real DNS clients (kdig, dig)
   coturn traceroute netcat-openbsd   # RFC 5780 NAT behaviour (turnutils_natdiscovery), ICMP errors, raw TCP
   iperf3                             # bulk TCP through the NAT (GSO packets, partial checksums)
+  chromium fonts-dejavu-core         # the browser tests (headless, driven by Playwright: web/test/driver.mjs)
   "$@"
 )
+# The web UI's build needs Node.js and npm; a machine with its own Node.js keeps it.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -36,6 +36,8 @@ pub struct Config {
     pub subnet: Option<Ipv4Net>,
     pub state_dir: PathBuf,
     pub web_port: u16,
+    /// `[web] public_read`: the UI readable on the LAN without logging in (changes still need the admin).
+    pub public_read: bool,
     pub port_forwards: Vec<PortForward>,
     pub dhcp: DhcpSettings,
     pub dns: DnsSettings,
@@ -192,6 +194,13 @@ pub struct FileConfig {
     pub dns: Option<FileDns>,
     pub nat: Option<FileNat>,
     pub traffic: Option<FileTraffic>,
+    pub web: Option<FileWeb>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileWeb {
+    pub public_read: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -463,7 +472,8 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
         }
     }
 
-    Ok(Config { lan, wan, subnet, state_dir, web_port, port_forwards, dhcp, dns, nat_queues, traffic })
+    let public_read = file.web.as_ref().and_then(|w| w.public_read).unwrap_or(false);
+    Ok(Config { lan, wan, subnet, state_dir, web_port, public_read, port_forwards, dhcp, dns, nat_queues, traffic })
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ fn bad_packets_and_a_discover_flood_leave_existing_leases_alone() {
     assert_eq!(field(&renewed, "ip"), Some(ip.as_str()), "{renewed}");
 
     // Every drop is counted, and each reason is logged once, not per packet.
-    let api = lab.run(&lab.client(1), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/dhcp"]).unwrap();
+    let api = common::api_get(&lab, &lab.client(1), "/api/dhcp");
     let view: serde_json::Value = serde_json::from_str(&api).unwrap();
     let counters = &view["counters"];
     let dropped = |reason: &str| counter(counters, "dropped", &[("reason", reason)]);
@@ -248,7 +248,7 @@ fn relayed_requests_get_addresses_from_the_relay_pool() {
     assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
     let acks = report.split("REQUEST-ACK").nth(1).and_then(|s| s.lines().find(|l| l.contains("received packets")));
     assert_eq!(acks.map(str::trim), Some("received packets: 20"), "{report}");
-    let api = lab.run(&gw_ns, &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/dhcp"]).unwrap();
+    let api = common::api_get(&lab, &gw_ns, "/api/dhcp");
     let view: serde_json::Value = serde_json::from_str(&api).unwrap();
     let leases = view["leases"].as_array().unwrap();
     assert!(!leases.is_empty());

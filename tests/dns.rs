@@ -251,7 +251,7 @@ fn dhcp_host_names_resolve_as_name_lan_with_ptr() {
     let rev = dig(&lab, &other, &["@10.0.0.1", "-x", "192.168.77.5"]);
     assert!(rev.contains("status: NXDOMAIN"), "{rev}");
     // The query log knows the device by its MAC.
-    let api = lab.run(&other, &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/dns"]).unwrap();
+    let api = common::api_get(&lab, &other, "/api/dns");
     assert!(api.contains("laptop.lan"), "{api}");
     laptop.release(&lab).unwrap();
     gw.wait_for_log("Released(", Duration::from_secs(10)).unwrap();
@@ -392,7 +392,7 @@ fn an_uncached_flood_leaves_dhcp_and_the_web_ui_responsive() {
     let bound = client.wait_event(0, &["bound"], Duration::from_secs(10));
     let bind_took = t.elapsed();
     let t = Instant::now();
-    let status = lab.run(&lab.client(2), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/status"]);
+    let status = lab.run(&lab.client(2), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/session"]);
     let ui_took = t.elapsed();
     let (sent_rate, answered_rate) = flood.stop();
     eprintln!(

@@ -48,7 +48,7 @@ fn devices_fetch_look_up_ping_and_chat_through_the_gateway() {
     assert!(stats.udp_datagrams > 0, "{stats:?}");
     assert_eq!(stats.udp_peers.iter().collect::<Vec<_>>(), [&wan], "{stats:?}");
     // ... and the web UI's numbers moved.
-    let nat = lab.run(&lab.client(1), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/nat"]).unwrap();
+    let nat = common::api_get(&lab, &lab.client(1), "/api/nat");
     let nat: serde_json::Value = serde_json::from_str(&nat).unwrap();
     assert!(counter(&nat["counters"], "translated", &[]).unwrap() > 0, "{nat}");
     assert!(counter(&nat["counters"], "mappings_created", &[]).unwrap() >= 2, "{nat}");

@@ -34,7 +34,7 @@ fn bridges_two_ports_and_restores_everything_on_sigterm() {
     lab.run(&lab.client(1), &["ping", "-c1", "-W2", "10.0.0.12"]).unwrap();
 
     // The web UI answers on the LAN address, and not on the WAN address.
-    let status = lab.run(&lab.client(1), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/status"]).unwrap();
+    let status = common::api_get(&lab, &lab.client(1), "/api/status");
     assert!(status.contains(r#""subnet":"10.0.0.0/24""#) && status.contains(r#""wan":"gwwan""#), "{status}");
     let page = lab.run(&lab.client(2), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/"]).unwrap();
     assert!(page.contains("gk-lan"), "{page}");

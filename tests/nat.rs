@@ -259,7 +259,7 @@ fn a_wan_without_an_address_forwards_nothing_until_it_gets_one() {
     assert_eq!(tcp_echo(&lab, &ns, 0), "hello");
     let peers = echo.peers();
     assert!(peers.iter().all(|p| p.ip().to_string() == "203.0.113.2"), "{peers:?}");
-    let nat = lab.run(&ns, &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/nat"]).unwrap();
+    let nat = common::api_get(&lab, &ns, "/api/nat");
     assert!(nat.contains("\"queues\":2"), "the web UI sees the NAT started late: {nat}");
 }
 
@@ -455,7 +455,7 @@ fn a_flood_of_100000_flows_keeps_memory_bounded_and_established_flows_working() 
     })
     .unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let api = lab.run(&a, &["curl", "-sf", "-m5", "http://10.0.0.1:1337/api/nat"]).unwrap();
+    let api = common::api_get(&lab, &a, "/api/nat");
     let view: serde_json::Value = serde_json::from_str(&api).unwrap();
     let stats = &view["counters"];
     assert!(counter(stats, "mappings", &[]).unwrap() <= 65_536, "{stats}");

@@ -19,7 +19,7 @@ fn unix_ms() -> u64 {
 }
 
 fn get(lab: &Lab, ns: &str, path: &str) -> String {
-    lab.run(ns, &["curl", "-sf", "-m10", &format!("http://10.0.0.1:1337{path}")]).unwrap()
+    common::api_get(lab, ns, path)
 }
 
 fn json(lab: &Lab, ns: &str, path: &str) -> serde_json::Value {
@@ -170,12 +170,12 @@ fn a_pairs_history_is_exact_survives_restarts_and_follows_the_device_to_a_new_ad
 struct Ws(TcpStream);
 
 impl Ws {
-    fn connect(path: &str) -> Ws {
+    fn connect(path: &str, session: &str) -> Ws {
         let mut s = TcpStream::connect(("10.0.0.1", 1337)).unwrap();
         write!(
             s,
             "GET {path} HTTP/1.1\r\nHost: 10.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: gk_session={session}\r\n\r\n"
         )
         .unwrap();
         let mut head = Vec::new();
@@ -252,8 +252,9 @@ fn live_ticks_arrive_within_150_ms_and_a_download_counts_its_headers() {
     // carries the sender's bytes, over 100 datagrams.
     let (tx, rx) = std::sync::mpsc::channel::<Instant>();
     let m = mac.clone();
+    let cookie = common::login(&lab, &lab.client(2), &state);
     let watcher = common::spawn_in(&lab.client(2), move || {
-        let mut ws = Ws::connect(&format!("/api/live?device={m}"));
+        let mut ws = Ws::connect(&format!("/api/live?device={m}"), &cookie);
         let mut latencies = Vec::new();
         while latencies.len() < 100 {
             let sent = match rx.recv_timeout(Duration::from_secs(5)) {
@@ -318,22 +319,11 @@ fn live_ticks_arrive_within_150_ms_and_a_download_counts_its_headers() {
         .unwrap();
     assert_eq!(got, D);
     std::thread::sleep(Duration::from_millis(500));
-    let stats: serde_json::Value = serde_json::from_str(
-        &lab.run(
-            &lab.client(2),
-            &[
-                "curl",
-                "-sf",
-                "-m10",
-                &format!(
-                    "http://10.0.0.1:1337/api/traffic/stats?device={mac}&remote={REMOTE}&from={t0}&to={}",
-                    unix_ms()
-                ),
-            ],
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let stats = json(
+        &lab,
+        &lab.client(2),
+        &format!("/api/traffic/stats?device={mac}&remote={REMOTE}&from={t0}&to={}", unix_ms()),
+    );
     let down = stats["down_bytes"].as_u64().unwrap() as f64;
     let expected = (D + D.div_ceil(1448) * 52) as f64;
     println!(
@@ -341,8 +331,7 @@ fn live_ticks_arrive_within_150_ms_and_a_download_counts_its_headers() {
         (down / expected - 1.0) * 100.0
     );
     let why = || {
-        let q =
-            |p: &str| lab.run(&lab.client(2), &["curl", "-sf", "-m10", &format!("http://10.0.0.1:1337{p}")]).unwrap();
+        let q = |p: &str| get(&lab, &lab.client(2), p);
         format!(
             "{stats}\n{}\n{}\n{}",
             q(&format!("/api/traffic/top?device={mac}")),

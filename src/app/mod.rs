@@ -172,7 +172,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let state = StateDir::open(&config.state_dir)?;
     // The web UI's admin password: made on the first start and shown once (and kept owner-only in the state dir).
-    let (_admin_hash, new_password) = crate::web::admin::load_or_create(state.path())?;
+    let (admin_hash, new_password) = crate::web::admin::load_or_create(state.path())?;
     if let Some(p) = new_password {
         let file = state.path().join(crate::web::admin::PASSWORD_FILE);
         eprintln!(
@@ -251,7 +251,7 @@ pub async fn run(config: Config) -> Result<()> {
     let handles = crate::web::Handles { hosts: dhcp.hosts.clone(), dhcp, dns, nat: nat_cell.clone(), traffic };
     tasks.spawn(dhcp_task);
     tasks.spawn(dns_task);
-    tasks.spawn(crate::web::serve(settings::web(&config, &lan.plan), handles, shutdown.clone()));
+    tasks.spawn(crate::web::serve(settings::web(&config, &lan.plan), admin_hash, handles, shutdown.clone()));
 
     // A subsystem that fails ends the program (after teardown) with its error, so a supervisor restarts it.
     let mut failure = None;

@@ -65,6 +65,8 @@ pub fn web(config: &Config, lan: &Plan) -> crate::web::Settings {
             wan: lan.wan.as_ref().map(|w| w.name.clone()),
             port_forwards: config.port_forwards.iter().map(|f| f.to_string()).collect(),
         },
+        public_read: config.public_read,
+        state_dir: config.state_dir.clone(),
     }
 }
 

@@ -137,6 +137,11 @@ impl NatHandle {
         self.0.nat().set_wan_ip(ip);
     }
 
+    /// The WAN address the NAT translates to now.
+    pub fn wan_ip(&self) -> std::net::Ipv4Addr {
+        self.0.nat().wan_ip()
+    }
+
     /// Counters, and up to `limit` (at most [`VIEW_MAX`]) mappings and connections from `offset` of each table,
     /// copied under the lock in O(limit).
     pub fn view(&self, offset: usize, limit: usize) -> NatView {

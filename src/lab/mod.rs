@@ -73,6 +73,24 @@ fn ip(args: &[&str]) -> Result<String> {
     sh(Command::new("ip").args(args))
 }
 
+/// Vendors' prefixes (IEEE OUIs) for the lab's devices, so that they show as a home's devices would: a Raspberry Pi,
+/// a phone, a speaker, a TV stick, an IoT sensor, a laptop, a lamp.
+const DEVICE_OUIS: [[u8; 3]; 7] = [
+    [0xb8, 0x27, 0xeb],
+    [0xf0, 0x18, 0x98],
+    [0x5c, 0xaa, 0xfd],
+    [0xf4, 0xf5, 0xd8],
+    [0x24, 0x0a, 0xc4],
+    [0x3c, 0xa9, 0xf4],
+    [0x00, 0x17, 0x88],
+];
+
+/// LAN client `i`'s MAC: a vendor's prefix and the client's number (each lab is its own Ethernet).
+fn device_mac(i: usize) -> String {
+    let o = DEVICE_OUIS[(i - 1) % DEVICE_OUIS.len()];
+    format!("{:02x}:{:02x}:{:02x}:6b:{:02x}:{:02x}", o[0], o[1], o[2], (i >> 8) as u8, i as u8)
+}
+
 /// The MAC address of `link`, in namespace `ns` or here.
 fn link_mac(ns: Option<&str>, link: &str) -> Result<String> {
     let out = match ns {
@@ -240,7 +258,11 @@ impl Lab {
         ip(&["-n", &gw, "route", "add", "default", "via", WAN_ADDR])?;
         for i in 1..=opts.clients {
             let (client, port) = (self.client(i), format!("gw-lan{i}"));
-            ip(&["link", "add", "eth0", "netns", &client, "type", "veth", "peer", "name", &port, "netns", &gw])?;
+            let mac = device_mac(i);
+            ip(&[
+                "link", "add", "eth0", "netns", &client, "address", &mac, "type", "veth", "peer", "name", &port,
+                "netns", &gw,
+            ])?;
             ip(&["-n", &client, "link", "set", "eth0", "up"])?;
             ip(&["-n", &gw, "link", "set", &port, "up"])?;
         }

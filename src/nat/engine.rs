@@ -352,6 +352,11 @@ impl Nat {
         self.refresh_counts();
     }
 
+    /// The address the NAT translates to.
+    pub fn wan_ip(&self) -> std::net::Ipv4Addr {
+        self.cfg.wan_ip
+    }
+
     /// The WAN link got a new address (a DHCP lease on the WAN changed, say). Mappings and port forwards keep their
     /// ports and go on under the new address: a LAN host's next packet leaves from it, and replies to it are
     /// translated back; the remote ends of connections made under the old address see a new one (TCP breaks, as on

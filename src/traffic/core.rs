@@ -730,6 +730,19 @@ impl Traffic {
         rows
     }
 
+    /// The remotes of every device together, busiest first (the network page's top remotes). Reads every
+    /// pair's buckets of the range: fine for a home's pairs, a cost that grows with them (no per-remote totals).
+    pub fn top_remotes(&self, from_ms: u64, to_ms: u64, limit: usize) -> Vec<TopEntry> {
+        let sel = Select { device: None, remote: None };
+        let mut by: HashMap<Ipv4Addr, Totals> = HashMap::new();
+        self.each_bucket(&sel, from_ms, to_ms, |_, p, up, down| by.entry(p.remote).or_default().add(&[up, down]));
+        let mut rows: Vec<TopEntry> =
+            by.into_iter().map(|(remote, totals)| TopEntry { remote: Some(remote), device: None, totals }).collect();
+        rows.sort_by(|a, b| b.totals.bytes().cmp(&a.totals.bytes()).then_with(|| a.remote.cmp(&b.remote)));
+        rows.truncate(limit);
+        rows
+    }
+
     /// Every device seen, with its recent totals (as of `now_ms`).
     pub fn devices(&self, now_ms: u64) -> Vec<DeviceSummary> {
         let bucket = now_ms / BUCKET_MS;

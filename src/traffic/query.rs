@@ -137,6 +137,8 @@ pub struct TopQuery {
     pub from_ms: u64,
     pub to_ms: u64,
     pub limit: usize,
+    /// With `device=all`: the remotes of all devices together instead of the devices (`remotes=1`).
+    pub remotes: bool,
 }
 
 pub fn top(p: &Params, now_ms: u64) -> Result<TopQuery, BadParam> {
@@ -149,7 +151,12 @@ pub fn top(p: &Params, now_ms: u64) -> Result<TopQuery, BadParam> {
             _ => return Err(bad("limit", format!("must be 1 to {TOP_MAX}, not {s:?}"))),
         },
     };
-    Ok(TopQuery { device, from_ms, to_ms, limit })
+    let remotes = match get(p, "remotes") {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(other) => return Err(bad("remotes", format!("must be 0 or 1, not {other:?}"))),
+    };
+    Ok(TopQuery { device, from_ms, to_ms, limit, remotes })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

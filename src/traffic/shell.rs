@@ -75,7 +75,12 @@ impl TrafficHandle {
     }
 
     pub async fn top(&self, q: TopQuery) -> Vec<TopEntry> {
-        self.run(move |t, _| t.top(q.device, q.from_ms, q.to_ms, q.limit)).await.unwrap_or_default()
+        self.run(move |t, _| match (q.device, q.remotes) {
+            (None, true) => t.top_remotes(q.from_ms, q.to_ms, q.limit),
+            _ => t.top(q.device, q.from_ms, q.to_ms, q.limit),
+        })
+        .await
+        .unwrap_or_default()
     }
 
     pub async fn usage(&self, q: UsageQuery) -> Vec<(u64, [u64; 2])> {

@@ -1,21 +1,26 @@
-//! The web UI: axum on the router's LAN address only (so it is closed to the WAN by construction).
-//! For now it shows the LAN set-up; devices, traffic and ports arrive with their subsystems.
+//! The web UI: axum on the router's LAN address only (so it is closed to the WAN by construction), the embedded
+//! front end (`web/`, see `assets`), and the JSON API it reads. Every route is behind `session::guard`.
 
 pub mod admin;
+mod assets;
 pub mod auth;
+mod devices;
+mod dnslog;
 pub mod oui;
+mod session;
 mod traffic;
 
 use crate::dhcp::shell::DhcpHandle;
 use crate::dns::shell::DnsHandle;
 use anyhow::{Context as _, Result};
 use axum::extract::{Query, State};
-use axum::response::{Html, IntoResponse};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use std::net::SocketAddr;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The LAN set-up as the UI shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +37,10 @@ pub struct Status {
 pub struct Settings {
     pub listen: SocketAddr,
     pub status: Status,
+    /// `[web] public_read`: reading without logging in (changes always need the admin).
+    pub public_read: bool,
+    /// Where the sessions are kept across restarts.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// The subsystems the UI reads, through their handles.
@@ -49,58 +58,19 @@ pub struct Handles {
 struct Web {
     status: std::sync::Arc<Status>,
     handles: Handles,
+    sessions: session::Sessions,
 }
 
-/// Escapes text for HTML: interface names and, later, device-chosen host names are hostile input.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-async fn index(State(web): State<Web>) -> impl IntoResponse {
-    let s = &web.status;
-    let row = |k: &str, v: &str| format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
-    let forwards = if s.port_forwards.is_empty() { "none".to_owned() } else { s.port_forwards.join(", ") };
-    let dhcp = web.handles.dhcp.view().await;
-    let devices: String = dhcp
-        .leases
-        .iter()
-        .map(|l| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&l.mac.to_string()),
-                l.ip,
-                escape(l.hostname.as_deref().unwrap_or(""))
-            )
-        })
-        .collect();
-    Html(format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>Gatekeeper</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:1em}}</style></head>\
-         <body><h1>Gatekeeper</h1><table>{}{}{}{}{}{}</table>\
-         <h2>Devices</h2><table><tr><th>MAC</th><th>IP</th><th>Name</th></tr>{}</table></body></html>",
-        row("LAN interface", &s.lan_interface),
-        row("LAN ports", &s.lan_ports.join(", ")),
-        row("Subnet", &s.subnet),
-        row("Router", &s.router),
-        row("WAN", s.wan.as_deref().unwrap_or("none")),
-        row("Port forwards", &forwards),
-        devices,
-    ))
-}
-
-async fn api_status(State(web): State<Web>) -> Json<Status> {
-    Json((*web.status).clone())
+/// The LAN and WAN set-up, the WAN's address now, and the DNS upstreams.
+async fn api_status(State(web): State<Web>) -> impl IntoResponse {
+    let wan_address = web.handles.nat.get().map(|n| n.wan_ip().to_string());
+    let page = crate::dns::shell::LogPage { device: None, offset: 0, limit: 0 };
+    let upstreams: Vec<String> = web.handles.dns.view(page).await.upstreams.iter().map(|u| u.to_string()).collect();
+    let mut v = serde_json::to_value(&*web.status).unwrap_or_default();
+    v["wan_address"] = serde_json::json!(wan_address);
+    v["upstreams"] = serde_json::json!(upstreams);
+    v["version"] = serde_json::json!(env!("CARGO_PKG_VERSION"));
+    Json(v)
 }
 
 /// The DHCP server's leases and counters; empty if it is not running.
@@ -127,27 +97,66 @@ async fn api_dns(State(web): State<Web>, page: Query<crate::dns::shell::LogPage>
     Json(web.handles.dns.view(page.0).await)
 }
 
-pub async fn serve(settings: Settings, handles: Handles, shutdown: tokio_util::sync::CancellationToken) -> Result<()> {
+/// What every answer carries: a CSP that allows only our own script and styles (no inline script, so text that
+/// became markup somewhere still could not run), no framing, no sniffing, no referrer; API answers are not cached.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+             object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if api && !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+pub async fn serve(
+    settings: Settings,
+    admin_hash: String,
+    handles: Handles,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<()> {
     let addr = settings.listen;
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("web UI cannot listen on {addr}"))?;
     info!("web UI on http://{addr}/");
+    if !assets::built() {
+        warn!("this binary has no web UI assets (run scripts/web.sh, then build again); the API works");
+    }
+    let sessions = session::Sessions::new(admin_hash, Some(&settings.state_dir), settings.public_read);
+    let web = Web { status: std::sync::Arc::new(settings.status), handles, sessions: sessions.clone() };
     let app = Router::new()
-        .route("/", get(index))
+        .route("/", get(assets::page))
+        .route("/devices/{device}", get(assets::page))
+        .route("/network", get(assets::page))
+        .route("/leases", get(assets::page))
+        .route("/dns", get(assets::page))
+        .route("/ports", get(assets::page))
+        .route("/login", get(assets::page))
+        .route("/assets/{*file}", get(assets::asset))
         .route("/api/status", get(api_status))
         .route("/api/dhcp", get(api_dhcp))
         .route("/api/dns", get(api_dns))
         .route("/api/nat", get(api_nat))
         .merge(traffic::routes())
-        .with_state(Web { status: std::sync::Arc::new(settings.status), handles });
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+        .merge(session::routes())
+        .merge(devices::routes())
+        .merge(dnslog::routes())
+        .layer(axum::middleware::from_fn_with_state(web.clone(), session::guard))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(web);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    sessions.save();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(super::escape("<img src=x onerror='a'>&"), "&lt;img src=x onerror=&#39;a&#39;&gt;&amp;");
-    }
 }

@@ -6,7 +6,7 @@ use super::Web;
 use crate::hosts::Source;
 use crate::traffic::core::{DeviceSummary, Tick, Totals};
 use crate::traffic::query::{self, BadParam, Params};
-use crate::types::{Device, Time};
+use crate::types::{Device, Mac, Time};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -59,8 +59,13 @@ struct DeviceRow {
     vendor: Option<&'static str>,
     ip: Option<Ipv4Addr>,
     hostname: Option<String>,
+    /// The name the admin gave it.
+    name: Option<String>,
     /// `lease`, `static`, or none (seen in traffic only).
     lease: Option<Source>,
+    /// `dynamic`, `static` (a fixed address, leased or not), `expired` (a MAC seen before, no lease now), or none
+    /// (an address without a lease).
+    lease_state: Option<&'static str>,
     first_seen_ms: Option<u64>,
     last_seen_ms: Option<u64>,
     last_second: UpDown,
@@ -73,6 +78,15 @@ struct DeviceRow {
 async fn devices(State(web): State<Web>) -> impl IntoResponse {
     let seen = web.handles.traffic.devices().await;
     let hosts = web.handles.hosts.all();
+    let dhcp = web.handles.dhcp.view().await;
+    let fixed = |m: &Mac| dhcp.config_statics.iter().any(|s| s.mac == *m) || dhcp.notes.statics().any(|(x, _)| x == *m);
+    let state = |mac: Option<Mac>, h: Option<&crate::hosts::Host>| match (mac, h) {
+        (Some(m), _) if fixed(&m) => Some("static"),
+        (_, Some(h)) if h.source == Source::Static => Some("static"),
+        (_, Some(_)) => Some("dynamic"),
+        (Some(_), None) => Some("expired"),
+        (None, None) => None,
+    };
     let mut rows: Vec<DeviceRow> = Vec::new();
     let host_of = |d: &DeviceSummary| match d.device {
         Device::Mac(m) => hosts.iter().find(|h| h.mac == m),
@@ -81,16 +95,22 @@ async fn devices(State(web): State<Web>) -> impl IntoResponse {
     };
     for d in &seen {
         let h = host_of(d);
+        let mac = match d.device {
+            Device::Mac(m) => Some(m),
+            Device::Ip(_) => h.map(|h| h.mac),
+        };
         rows.push(DeviceRow {
             device: d.device,
-            mac: h.map(|h| h.mac.to_string()),
+            mac: mac.map(|m| m.to_string()),
             vendor: match d.device {
                 Device::Mac(m) => super::oui::vendor(&m),
                 Device::Ip(_) => h.and_then(|h| super::oui::vendor(&h.mac)),
             },
             ip: d.ip.or(h.map(|h| h.ip)),
             hostname: h.and_then(|h| h.name.clone()),
+            name: mac.and_then(|m| dhcp.notes.name(&m).map(str::to_owned)),
             lease: h.map(|h| h.source),
+            lease_state: state(mac, h),
             first_seen_ms: Some(d.first_seen_ms),
             last_seen_ms: Some(d.last_seen_ms),
             last_second: d.last_second.into(),
@@ -109,7 +129,9 @@ async fn devices(State(web): State<Web>) -> impl IntoResponse {
             vendor: super::oui::vendor(&h.mac),
             ip: Some(h.ip),
             hostname: h.name.clone(),
+            name: dhcp.notes.name(&h.mac).map(str::to_owned),
             lease: Some(h.source),
+            lease_state: state(Some(h.mac), Some(h)),
             first_seen_ms: None,
             last_seen_ms: None,
             last_second: [0, 0].into(),
