@@ -94,7 +94,7 @@ impl Browser {
             self.send(json!({"op": "theme", "dark": dark}));
             std::thread::sleep(Duration::from_millis(400)); // charts repaint in the theme's colours
             let file = dir.join(format!("{name}-{}.png", if dark { "dark" } else { "light" }));
-            self.send(json!({"op": "screenshot", "path": file.to_str().unwrap()}));
+            self.send(json!({"op": "screenshot", "path": file.to_str().unwrap(), "full": true}));
         }
         self.send(json!({"op": "theme", "dark": false}));
     }
@@ -130,8 +130,8 @@ fn screenshot_dir(lab: &Lab) -> PathBuf {
     dir
 }
 
-fn start_gateway(lab: &Lab, log: &str) -> Proc {
-    let cfg = config_file(lab, "gatekeeper.toml", &format!("[dns]\nupstreams = [\"{WAN_ADDR}:53\"]\n"));
+fn start_gateway(lab: &Lab, log: &str, extra: &str) -> Proc {
+    let cfg = config_file(lab, "gatekeeper.toml", &format!("[dns]\nupstreams = [\"{WAN_ADDR}:53\"]\n{extra}"));
     let state = state_dir(lab, "state");
     start_ready(lab, &["--state-dir", state.to_str().unwrap(), "--config", cfg.to_str().unwrap()], log)
 }
@@ -179,7 +179,7 @@ fn the_web_ui_in_a_browser_logs_in_shows_devices_live_and_history_keeps_changes_
         .collect();
     let zone = format!("{}\n{owner} IN A {WAN_ADDR}\n", test_zone());
     let _knot = lab.start_knot(WAN_ADDR, &zone).unwrap();
-    let mut gw = start_gateway(&lab, "gw.log");
+    let mut gw = start_gateway(&lab, "gw.log", "");
     let _c1 = lease(&lab, 1, "laptop");
     let _c2 = lease(&lab, 2, "annas-phone");
     let _c3 = lease(&lab, 3, "sensor");
@@ -283,7 +283,7 @@ fn the_web_ui_in_a_browser_logs_in_shows_devices_live_and_history_keeps_changes_
 
     // Both changes survive a restart of the gateway; so does the browser's session.
     assert!(gw.terminate(Duration::from_secs(10)).unwrap().success(), "{}", gw.log());
-    let _gw = start_gateway(&lab, "gw-again.log");
+    let _gw = start_gateway(&lab, "gw-again.log", "");
     b.open("/");
     b.wait(
         &format!(
@@ -337,7 +337,8 @@ fn the_device_list_stays_smooth_with_50_devices_streaming() {
     const N: usize = 50;
     let lab = common::lab(N);
     let _knot = lab.start_knot(WAN_ADDR, &test_zone()).unwrap();
-    let _gw = start_gateway(&lab, "gw.log");
+    // Reading open to the LAN here (`public_read`); changes still need the admin.
+    let _gw = start_gateway(&lab, "gw.log", "[web]\npublic_read = true\n");
     let roles = ["laptop", "phone", "tablet", "tv", "console", "printer", "speaker", "camera"];
     let mut clients: Vec<_> =
         (1..=N).map(|i| lab.dhcp_client(i, DhcpClient::Udhcpc, Some(&format!("dev{i}"))).unwrap()).collect();
@@ -349,6 +350,11 @@ fn the_device_list_stays_smooth_with_50_devices_streaming() {
     // Every device busy as well: a datagram every 50 ms each, so every tick carries all of them.
     let stop = Arc::new(AtomicBool::new(false));
     let senders: Vec<_> = (2..=N).map(|i| sender(&lab, i, stop.clone())).collect();
+
+    assert_eq!(status_of(&lab, &lab.client(1), &[&format!("{UI}/api/devices")]), "200");
+    let put = ["-X", "PUT", "-H", "Content-Type: application/json", "-d", "{\"name\":\"x\"}"];
+    let url = format!("{UI}/api/devices/{}", lab.client_mac(1).unwrap());
+    assert_eq!(status_of(&lab, &lab.client(1), &[&put[..], &[url.as_str()]].concat()), "401");
 
     let mut b = Browser::start(&lab, &lab.client(1));
     b.goto(&format!("{UI}/login"));

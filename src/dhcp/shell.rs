@@ -210,6 +210,8 @@ pub struct DhcpView {
     /// Names and static addresses given in the UI.
     pub notes: Notes,
     pub subnet: Option<ipnet::Ipv4Net>,
+    /// The dynamic range, inclusive.
+    pub range: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 fn view(server: &Server, shell: &Shell) -> DhcpView {
@@ -228,6 +230,7 @@ fn view(server: &Server, shell: &Shell) -> DhcpView {
         config_statics: shell.config_statics.clone(),
         notes: shell.notes.clone(),
         subnet: Some(server.config().subnet),
+        range: Some(server.config().range),
     }
 }
 

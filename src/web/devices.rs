@@ -140,5 +140,5 @@ async fn leases(State(web): State<Web>) -> impl IntoResponse {
         rows.push(LeaseRow { mac, ip, hostname, name, kind: "static", origin, expires_ms: None, active: false });
     }
     rows.sort_by_key(|r| r.ip);
-    Json(serde_json::json!({ "leases": rows, "subnet": v.subnet }))
+    Json(serde_json::json!({ "leases": rows, "subnet": v.subnet, "range": v.range }))
 }

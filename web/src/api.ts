@@ -204,8 +204,8 @@ export interface DnsStats {
     address: string;
     sent: number;
     answered: number;
-    timeouts: number;
-    failures: number;
+    /** Attempts that timed out, failed or got an error answer. */
+    missed: number;
     latency_ms: number | null;
     healthy: boolean;
   }[];

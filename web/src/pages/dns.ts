@@ -32,7 +32,7 @@ export const dnsPage: PageFn = (root, scope) => {
   const upTable = h(
     'table',
     { id: 'dns-upstreams', class: 'table' },
-    h('thead', null, h('tr', null, h('th', null, 'Upstream'), h('th', null, 'Health'), h('th', { class: 'num' }, 'Sent'), h('th', { class: 'num' }, 'Answered'), h('th', { class: 'num' }, 'Timeouts'), h('th', { class: 'num' }, 'Failures'), h('th', { class: 'num' }, 'Latency'))),
+    h('thead', null, h('tr', null, h('th', null, 'Upstream'), h('th', null, 'Health'), h('th', { class: 'num' }, 'Sent'), h('th', { class: 'num' }, 'Answered'), h('th', { class: 'num' }, 'Missed'), h('th', { class: 'num' }, 'Latency'))),
     upBody,
   );
   const search = h('input', {
@@ -81,8 +81,7 @@ export const dnsPage: PageFn = (root, scope) => {
               h('td', null, u.healthy ? badge('healthy', 'ok') : badge('down', 'bad')),
               h('td', { class: 'num' }, fmtCount(u.sent)),
               h('td', { class: 'num' }, fmtCount(u.answered)),
-              h('td', { class: 'num' }, fmtCount(u.timeouts)),
-              h('td', { class: 'num' }, fmtCount(u.failures)),
+              h('td', { class: 'num' }, fmtCount(u.missed)),
               h('td', { class: 'num' }, u.latency_ms === null || u.latency_ms === undefined ? '—' : `${Math.round(u.latency_ms)} ms`),
             ),
           )
