@@ -83,13 +83,34 @@ fn lab_command_starts_devices_and_removes_everything_on_ctrl_c() {
     assert!(printed.contains("(laptop)") && printed.contains("(phone)"), "devices got addresses: {printed}");
     assert!(printed.contains("--quiet"), "the banner says the devices make traffic: {printed}");
     let url = printed.lines().find_map(|l| l.strip_prefix("Web UI: ")).unwrap().trim().to_owned();
-    let fetch = || {
+    // The printed admin password logs in (the device list needs a session).
+    let password = printed.lines().find_map(|l| l.trim().strip_prefix("admin password     : ")).unwrap().trim();
+    let curl = |args: &[&str]| {
         let out = Command::new("ip")
-            .args(["netns", "exec", &format!("gk-{id}-lan1"), "curl", "-sf", "-m5", &url])
+            .args(["netns", "exec", &format!("gk-{id}-lan1"), "curl", "-s", "-m5"])
+            .args(args)
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let body = serde_json::json!({ "password": password }).to_string();
+    let head = curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &body,
+        &format!("{url}api/login"),
+    ]);
+    let token = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("set-cookie: gk_session=").map(str::to_owned))
+        .unwrap_or_else(|| panic!("the printed password did not log in: {head}"));
+    let cookie = format!("Cookie: gk_session={}", token.split(';').next().unwrap());
+    let fetch = || curl(&["-f", "-H", &cookie, &format!("{url}api/devices")]);
     // The device list follows the leases within a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let mut page = fetch();
