@@ -36,8 +36,15 @@ fn bridges_two_ports_and_restores_everything_on_sigterm() {
     // The web UI answers on the LAN address, and not on the WAN address.
     let status = common::api_get(&lab, &lab.client(1), "/api/status");
     assert!(status.contains(r#""subnet":"10.0.0.0/24""#) && status.contains(r#""wan":"gwwan""#), "{status}");
-    let page = lab.run(&lab.client(2), &["curl", "-sf", "-m5", "http://10.0.0.1:1337/"]).unwrap();
-    assert!(page.contains("gk-lan"), "{page}");
+    assert!(status.contains(r#""lan_interface":"gk-lan""#), "{status}");
+    // Without a session the page sends the browser to the login page.
+    let page = lab
+        .run(
+            &lab.client(2),
+            &["curl", "-s", "-m5", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "http://10.0.0.1:1337/"],
+        )
+        .unwrap();
+    assert_eq!(page.trim(), "303 http://10.0.0.1:1337/login?next=/", "{page}");
     assert!(lab.run(&lab.wan(), &["curl", "-sf", "-m3", "http://203.0.113.2:1337/"]).is_err());
 
     let status = gw.terminate(Duration::from_secs(10)).unwrap();
