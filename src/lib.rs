@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod bytes;
+pub mod capture;
 pub mod config;
 pub mod counters;
 pub mod datapath;
