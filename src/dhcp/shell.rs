@@ -6,6 +6,7 @@
 //! so one fsync covers everything that arrived meanwhile.
 
 use super::devices::{Edit, EditReply, Notes};
+use super::hostname::sanitize;
 use super::lease::{LeaseEvent, Record, StaticLease};
 use super::server::{CLIENT_PORT, Destination, DhcpConfig, DropReason, Reply, SERVER_PORT, Server};
 use super::store::{Committer, Durable, LeaseStore};
@@ -57,11 +58,12 @@ impl DhcpHandle {
 pub fn start(settings: Settings, shutdown: CancellationToken) -> (DhcpHandle, impl Future<Output = Result<()>>) {
     let notes = Notes::load(&settings.state_dir);
     let empty = Notes::default();
-    let config = settings.server.static_leases.clone();
-    let server = with_notes(settings.server.clone(), &config, notes.as_ref().unwrap_or(&empty));
+    // `base` is the configuration as the file gave it; the server runs it with the admin's static addresses added.
+    let base = settings.server.clone();
+    let server = with_notes(base.clone(), notes.as_ref().unwrap_or(&empty));
     let label = |s: &StaticLease| {
         let n = notes.as_ref().ok().and_then(|n| n.label(&s.mac));
-        n.or_else(|| s.hostname.as_deref().and_then(|h| super::hostname::sanitize(h.as_bytes())))
+        n.or_else(|| s.hostname.as_deref().and_then(|h| sanitize(h.as_bytes())))
     };
     let statics = server.static_leases.iter().map(|s| crate::hosts::Host {
         ip: s.ip,
@@ -75,15 +77,14 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> (DhcpHandle, im
     let settings = Settings { server, ..settings };
     let task = async move {
         let notes = notes?;
-        serve(settings, config, notes, writer, queries, edit_queries, shutdown).await
+        serve(settings, base, notes, writer, queries, edit_queries, shutdown).await
     };
     (DhcpHandle { views, edits, hosts }, task)
 }
 
 /// The configuration with the admin's static addresses (from the UI) added after the config file's; one that
 /// clashes with the file (same MAC or address) or no longer fits the subnet is skipped, with a warning.
-fn with_notes(mut cfg: DhcpConfig, config: &[StaticLease], notes: &Notes) -> DhcpConfig {
-    cfg.static_leases = config.to_vec();
+fn with_notes(mut cfg: DhcpConfig, notes: &Notes) -> DhcpConfig {
     for (mac, ip) in notes.statics() {
         let clash = cfg.static_leases.iter().any(|s| s.mac == mac || s.ip == ip);
         if clash || !cfg.subnet.contains(&ip) || ip == cfg.server_ip {
@@ -149,10 +150,10 @@ struct Shell {
     hosts: HostsWriter,
     arp_failures: u64,
     send_failures: u64,
-    /// What the admin said about devices, the configuration without it, and the config file's static leases.
+    /// What the admin said about devices, and the configuration without it (its static leases are the config
+    /// file's and /etc/ethers', read-only here).
     notes: Notes,
     base: DhcpConfig,
-    config_statics: Vec<StaticLease>,
     state_dir: std::path::PathBuf,
 }
 
@@ -227,7 +228,7 @@ fn view(server: &Server, shell: &Shell) -> DhcpView {
         leases,
         free_addresses: server.free_addresses(),
         counters,
-        config_statics: shell.config_statics.clone(),
+        config_statics: shell.base.static_leases.clone(),
         notes: shell.notes.clone(),
         subnet: Some(server.config().subnet),
         range: Some(server.config().range),
@@ -242,7 +243,7 @@ impl Shell {
             Edit::Rename { mac, .. } | Edit::Pin { mac, .. } | Edit::Forget { mac } => *mac,
         };
         let forget = matches!(edit, Edit::Forget { .. });
-        let from_config = self.config_statics.iter().find(|s| s.mac == mac);
+        let from_config = self.base.static_leases.iter().find(|s| s.mac == mac);
         let mut notes = self.notes.clone();
         let note = notes.devices.entry(mac).or_default();
         let mut statics_changed = false;
@@ -263,7 +264,7 @@ impl Shell {
                 if ip == cfg.server_ip {
                     return Err(format!("{ip} is the router's own address"));
                 }
-                if let Some(s) = self.config_statics.iter().find(|s| s.ip == ip) {
+                if let Some(s) = self.base.static_leases.iter().find(|s| s.ip == ip) {
                     return Err(format!("{ip} is {}'s static address (config file)", s.mac));
                 }
                 if let Some((other, _)) = self.notes.statics().find(|(m, i)| *i == ip && *m != mac) {
@@ -292,7 +293,7 @@ impl Shell {
         }
         let mut ended = Vec::new();
         if statics_changed {
-            let cfg = with_notes(self.base.clone(), &self.config_statics, &notes);
+            let cfg = with_notes(self.base.clone(), &notes);
             ended = server.reconfigure(cfg, Time::now()).map_err(|e| e.0)?;
         }
         notes.save(&self.state_dir).map_err(|e| format!("cannot save the change: {e:#}"))?;
@@ -300,17 +301,21 @@ impl Shell {
         if forget {
             ended.extend(server.forget(mac));
         }
-        // The hosts table: the device's name and static entry as they are now.
-        let label =
-            self.notes.label(&mac).or_else(|| server.leases().find(|l| l.mac == mac).and_then(|l| l.hostname.clone()));
-        match self.notes.devices.get(&mac).and_then(|n| n.ip) {
-            Some(ip) => self.hosts.set_static(crate::hosts::Host {
-                ip,
-                mac,
-                name: label.clone(),
-                source: crate::hosts::Source::Static,
-            }),
-            None => self.hosts.remove_static(mac),
+        // The hosts table: the device's name (the admin's, else its own or the config file's) and, when it
+        // changed, its static entry. A config file's static entry is never touched here.
+        let own = server.leases().find(|l| l.mac == mac).and_then(|l| l.hostname.clone());
+        let configured = from_config.and_then(|s| s.hostname.as_deref()).and_then(|h| sanitize(h.as_bytes()));
+        let label = self.notes.label(&mac).or(own).or(configured);
+        if statics_changed {
+            match self.notes.devices.get(&mac).and_then(|n| n.ip) {
+                Some(ip) => self.hosts.set_static(crate::hosts::Host {
+                    ip,
+                    mac,
+                    name: label.clone(),
+                    source: crate::hosts::Source::Static,
+                }),
+                None => self.hosts.remove_static(mac),
+            }
         }
         self.hosts.rename(mac, label);
         Ok(ended)
@@ -326,7 +331,7 @@ async fn after_sync(durable: Durable, held: Held) -> (Result<()>, Held) {
 
 async fn serve(
     settings: Settings,
-    config_statics: Vec<StaticLease>,
+    base: DhcpConfig,
     notes: Notes,
     hosts: HostsWriter,
     mut queries: crate::views::ViewRequests<(), DhcpView>,
@@ -334,7 +339,6 @@ async fn serve(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let Settings { server: cfg, interface: ifname, state_dir } = settings;
-    let base = DhcpConfig { static_leases: config_statics.clone(), ..cfg.clone() };
     let now = Time::now();
     let (store, loaded) = LeaseStore::open(&state_dir, now.unix_secs())?;
     if loaded.torn_bytes_dropped > 0 {
@@ -353,8 +357,7 @@ async fn serve(
         range = %format!("{}-{}", server.config().range.0, server.config().range.1),
         "DHCP server ready"
     );
-    let mut shell =
-        Shell { sock, ifname, hosts, arp_failures: 0, send_failures: 0, notes, base, config_statics, state_dir };
+    let mut shell = Shell { sock, ifname, hosts, arp_failures: 0, send_failures: 0, notes, base, state_dir };
     let mut waiting = FuturesOrdered::new();
     let mut buf = vec![0u8; 4096];
     let mut reported: HashSet<DropReason> = HashSet::new();

@@ -107,7 +107,7 @@ struct LeaseRow {
 /// `GET /api/leases`: every lease and static address, by address.
 async fn leases(State(web): State<Web>) -> impl IntoResponse {
     let v = web.handles.dhcp.view().await;
-    let now = Time::now().unix_ms() / 1000;
+    let now = Time::now().unix_secs();
     let mut rows: Vec<LeaseRow> = Vec::new();
     let ui: Vec<(Mac, Ipv4Addr)> = v.notes.statics().collect();
     for l in &v.leases {
