@@ -85,32 +85,15 @@ fn lab_command_starts_devices_and_removes_everything_on_ctrl_c() {
     let url = printed.lines().find_map(|l| l.strip_prefix("Web UI: ")).unwrap().trim().to_owned();
     // The printed admin password logs in (the device list needs a session).
     let password = printed.lines().find_map(|l| l.trim().strip_prefix("admin password     : ")).unwrap().trim();
-    let curl = |args: &[&str]| {
+    let ns = format!("gk-{id}-lan1");
+    let cookie = format!("Cookie: gk_session={}", common::login_at(&ns, url.trim_end_matches('/'), password));
+    let fetch = || {
         let out = Command::new("ip")
-            .args(["netns", "exec", &format!("gk-{id}-lan1"), "curl", "-s", "-m5"])
-            .args(args)
+            .args(["netns", "exec", &ns, "curl", "-sf", "-m5", "-H", &cookie, &format!("{url}api/devices")])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let body = serde_json::json!({ "password": password }).to_string();
-    let head = curl(&[
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &body,
-        &format!("{url}api/login"),
-    ]);
-    let token = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("set-cookie: gk_session=").map(str::to_owned))
-        .unwrap_or_else(|| panic!("the printed password did not log in: {head}"));
-    let cookie = format!("Cookie: gk_session={}", token.split(';').next().unwrap());
-    let fetch = || curl(&["-f", "-H", &cookie, &format!("{url}api/devices")]);
     // The device list follows the leases within a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let mut page = fetch();

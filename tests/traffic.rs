@@ -252,7 +252,7 @@ fn live_ticks_arrive_within_150_ms_and_a_download_counts_its_headers() {
     // carries the sender's bytes, over 100 datagrams.
     let (tx, rx) = std::sync::mpsc::channel::<Instant>();
     let m = mac.clone();
-    let cookie = common::login(&lab, &lab.client(2), &state);
+    let cookie = common::login(&lab.client(2), &state);
     let watcher = common::spawn_in(&lab.client(2), move || {
         let mut ws = Ws::connect(&format!("/api/live?device={m}"), &cookie);
         let mut latencies = Vec::new();

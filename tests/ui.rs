@@ -305,7 +305,7 @@ fn the_web_ui_in_a_browser_logs_in_shows_devices_live_and_history_keeps_changes_
     assert!(problems.iter().all(|p| !p.contains("page error")), "{problems:?}");
 
     // A change without a session, or without (or with a wrong) CSRF token, is refused.
-    let cookie = format!("Cookie: gk_session={}", common::login(&lab, &lab.client(2), &state_dir(&lab, "state")));
+    let cookie = format!("Cookie: gk_session={}", common::login(&lab.client(2), &state_dir(&lab, "state")));
     let put = format!("{UI}/api/devices/{mac3}");
     let body = r#"{"name":"x"}"#;
     let json_type = "Content-Type: application/json";

@@ -111,41 +111,32 @@ pub fn counter(counters: &serde_json::Value, name: &str, labels: &[(&str, &str)]
     found
 }
 
-/// Logs in to the web UI as the admin from namespace `ns` (the password the gateway generated in `state`):
-/// the session cookie's value.
-pub fn login(lab: &Lab, ns: &str, state: &Path) -> String {
-    let password = std::fs::read_to_string(state.join("admin-password")).expect("the generated admin password");
-    let body = serde_json::json!({ "password": password.trim() }).to_string();
-    let head = lab
-        .run(
-            ns,
-            &[
-                "curl",
-                "-s",
-                "-m5",
-                "-D",
-                "-",
-                "-o",
-                "/dev/null",
-                "-H",
-                "Content-Type: application/json",
-                "-d",
-                &body,
-                "http://10.0.0.1:1337/api/login",
-            ],
-        )
-        .expect("login");
+/// Logs in to the web UI at `ui` (`http://10.0.0.1:1337`) with `password`, from namespace `ns`: the session
+/// cookie's value.
+pub fn login_at(ns: &str, ui: &str, password: &str) -> String {
+    let body = serde_json::json!({ "password": password }).to_string();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "-m5", "-D", "-", "-o", "/dev/null"])
+        .args(["-H", "Content-Type: application/json", "-d", &body, &format!("{ui}/api/login")])
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout);
     head.lines()
-        .find_map(|l| l.strip_prefix("set-cookie: gk_session=").or_else(|| l.strip_prefix("Set-Cookie: gk_session=")))
-        .and_then(|v| v.split(';').next())
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("set-cookie: gk_session=").map(str::to_owned))
+        .and_then(|v| v.split(';').next().map(str::to_owned))
         .unwrap_or_else(|| panic!("no session cookie in the login answer:\n{head}"))
-        .to_owned()
+}
+
+/// Logs in as the admin from namespace `ns`, with the password the gateway generated in `state`.
+pub fn login(ns: &str, state: &Path) -> String {
+    let password = std::fs::read_to_string(state.join("admin-password")).expect("the generated admin password");
+    login_at(ns, "http://10.0.0.1:1337", password.trim())
 }
 
 /// `GET path` of the web API from `ns`, logged in as the admin of the gateway whose state is in the lab's
 /// `state` directory (see [`login`]).
 pub fn api_get(lab: &Lab, ns: &str, path: &str) -> String {
-    let cookie = format!("Cookie: gk_session={}", login(lab, ns, &state_dir(lab, "state")));
+    let cookie = format!("Cookie: gk_session={}", login(ns, &state_dir(lab, "state")));
     let url = format!("http://10.0.0.1:1337{path}");
     lab.run(ns, &["curl", "-sf", "-m5", "-H", &cookie, &url]).unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
 }
