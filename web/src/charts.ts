@@ -1,7 +1,7 @@
 // uPlot wrappers (rate charts) and the hand-drawn table sparkline.
 
 import uPlot from 'uplot';
-import { fmtRate, fmtRateShort } from './dom';
+import { fmtRate, fmtRateShort, h, setChildren } from './dom';
 import type { Scope } from './page';
 
 export interface Theme {
@@ -266,4 +266,23 @@ export class LiveWindow {
     }
     return { d: [xs, ds, us], sum };
   }
+}
+
+/**
+ * Draws a live window into its chart and its "now" rates (the last second, 10 ticks), and leaves the window's
+ * byte sum and the time on the chart element (`data-sum`, `data-updated`: the browser tests read them).
+ */
+export function showLive(chart: RateChart, lw: LiveWindow, el: HTMLElement, now: HTMLElement): void {
+  const { d, sum } = lw.data();
+  chart.setData(d);
+  const n = d[0].length;
+  let u = 0;
+  let dn = 0;
+  for (let i = Math.max(0, n - 10); i < n; i++) {
+    u += (d[2][i] ?? 0) / 10;
+    dn += (d[1][i] ?? 0) / 10;
+  }
+  setChildren(now, h('span', { class: 'r-down' }, '↓ ' + fmtRate(dn)), h('span', { class: 'r-up' }, '↑ ' + fmtRate(u)));
+  el.dataset.sum = String(sum);
+  el.dataset.updated = String(Date.now());
 }

@@ -1,7 +1,7 @@
 // One device: identity + actions, live graph, history with zoom, remotes, DNS.
 
 import { api, openLive, qs, type Device, type DnsEntry, type LiveMsg, type TopEntry, type TrafficResp, type TrafficStats } from '../api';
-import { LiveWindow, rateChart, type RateData } from '../charts';
+import { LiveWindow, rateChart, showLive, type RateData } from '../charts';
 import { badge, fmtBytes, fmtCount, fmtDuration, fmtRate, fmtRel, fmtWhen, frameScheduler, h, setChildren, setText, statBox, toast } from '../dom';
 import { errorText, showError, type PageFn } from '../page';
 import { displayName } from './devices';
@@ -178,21 +178,7 @@ export const devicePage: PageFn = (root, scope, params) => {
   // ---------- live chart ----------
   const live = rateChart(liveEl, scope, { height: 200, live: true });
   const lw = new LiveWindow();
-  const liveFrame = frameScheduler(() => {
-    const { d, sum } = lw.data();
-    live.setData(d);
-    const n = d[0].length;
-    // Current rate = last second (10 ticks).
-    let u = 0;
-    let dn = 0;
-    for (let i = Math.max(0, n - 10); i < n; i++) {
-      u += (d[2][i] ?? 0) / 10;
-      dn += (d[1][i] ?? 0) / 10;
-    }
-    setChildren(liveNow, h('span', { class: 'r-down' }, '↓ ' + fmtRate(dn)), h('span', { class: 'r-up' }, '↑ ' + fmtRate(u)));
-    liveEl.dataset.sum = String(sum);
-    liveEl.dataset.updated = String(Date.now());
-  });
+  const liveFrame = frameScheduler(() => showLive(live, lw, liveEl, liveNow));
   scope.onCleanup(() => liveFrame.cancel());
   const low = id.toLowerCase();
   scope.onCleanup(

@@ -1,7 +1,7 @@
 // Network: interfaces, totals, live graph of everything, top talkers.
 
 import { api, openLive, qs, type Device, type LiveMsg, type Status, type TopEntry, type TrafficStats } from '../api';
-import { LiveWindow, rateChart } from '../charts';
+import { LiveWindow, rateChart, showLive } from '../charts';
 import { fmtBytes, fmtRate, frameScheduler, h, setChildren, statBox } from '../dom';
 import { devicePath, showError, type PageFn } from '../page';
 import { displayName } from './devices';
@@ -125,18 +125,7 @@ export const networkPage: PageFn = (root, scope) => {
   let lastTopDraw = 0;
 
   const frame = frameScheduler(() => {
-    const { d, sum } = lw.data();
-    live.setData(d);
-    liveEl.dataset.sum = String(sum);
-    liveEl.dataset.updated = String(Date.now());
-    const n = d[0].length;
-    let u = 0;
-    let dn = 0;
-    for (let i = Math.max(0, n - 10); i < n; i++) {
-      u += (d[2][i] ?? 0) / 10;
-      dn += (d[1][i] ?? 0) / 10;
-    }
-    setChildren(liveNow, h('span', { class: 'r-down' }, '↓ ' + fmtRate(dn)), h('span', { class: 'r-up' }, '↑ ' + fmtRate(u)));
+    showLive(live, lw, liveEl, liveNow);
     if (performance.now() - lastTopDraw > 1000) {
       lastTopDraw = performance.now();
       const agg = new Map<string, { up: number; down: number }>();
