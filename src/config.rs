@@ -44,6 +44,26 @@ pub struct Config {
     /// NAT packet queues (one thread each); `None`: one per CPU, at most `MAX_NAT_QUEUES`.
     pub nat_queues: Option<u16>,
     pub traffic: TrafficSettings,
+    pub capture: CaptureSettings,
+}
+
+/// The `[capture]` section: every device's ring of recent packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSettings {
+    /// Each device's ring, MiB; 0 turns capture off.
+    pub ring_mb: usize,
+    /// Bytes kept of each packet, 0 = all of it.
+    pub snap: usize,
+    /// Per device (by MAC): its own ring size (0 = not captured) and snap length.
+    pub devices: Vec<(crate::types::Mac, Option<usize>, Option<usize>)>,
+    /// All rings together at most, MiB (a new device's ring is refused, counted, beyond it).
+    pub total_mb: usize,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        CaptureSettings { ring_mb: 5, snap: 0, devices: Vec::new(), total_mb: 1024 }
+    }
 }
 
 /// The `[traffic]` section.
@@ -194,7 +214,26 @@ pub struct FileConfig {
     pub dns: Option<FileDns>,
     pub nat: Option<FileNat>,
     pub traffic: Option<FileTraffic>,
+    pub capture: Option<FileCapture>,
     pub web: Option<FileWeb>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileCapture {
+    pub ring_mb: Option<usize>,
+    pub snap: Option<usize>,
+    pub total_mb: Option<usize>,
+    /// `[capture.device."aa:bb:cc:dd:ee:ff"] ring_mb = 1, snap = 128`
+    #[serde(default)]
+    pub device: std::collections::BTreeMap<String, FileCaptureDevice>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileCaptureDevice {
+    pub ring_mb: Option<usize>,
+    pub snap: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -472,8 +511,64 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
         }
     }
 
+    let capture = match &file.capture {
+        Some(c) => capture_settings(c)?,
+        None => CaptureSettings::default(),
+    };
+
     let public_read = file.web.as_ref().and_then(|w| w.public_read).unwrap_or(false);
-    Ok(Config { lan, wan, subnet, state_dir, web_port, public_read, port_forwards, dhcp, dns, nat_queues, traffic })
+    Ok(Config {
+        lan,
+        wan,
+        subnet,
+        state_dir,
+        web_port,
+        public_read,
+        port_forwards,
+        dhcp,
+        dns,
+        nat_queues,
+        traffic,
+        capture,
+    })
+}
+
+fn capture_settings(c: &FileCapture) -> Result<CaptureSettings, ConfigError> {
+    let ring = |what: &str, m: usize| {
+        if m > 1024 {
+            return err(format!("{what} ring_mb {m} is out of range; expected 0-1024 (MiB, 0 = off)"));
+        }
+        Ok(m)
+    };
+    let snap = |what: &str, n: usize| {
+        if n != 0 && !(64..=262_144).contains(&n) {
+            return err(format!("{what} snap {n} is out of range; expected 0 (whole packets) or 64-262144 (bytes)"));
+        }
+        Ok(n)
+    };
+    let mut s = CaptureSettings::default();
+    if let Some(m) = c.ring_mb {
+        s.ring_mb = ring("capture", m)?;
+    }
+    if let Some(n) = c.snap {
+        s.snap = snap("capture", n)?;
+    }
+    if let Some(t) = c.total_mb {
+        if !(1..=65_536).contains(&t) {
+            return err(format!("capture total_mb {t} is out of range; expected 1-65536 (MiB)"));
+        }
+        s.total_mb = t;
+    }
+    for (mac, d) in &c.device {
+        let what = format!("capture.device.\"{mac}\"");
+        let m: crate::types::Mac = mac
+            .parse()
+            .map_err(|_| ConfigError(format!("{what}: {mac:?} is not a MAC address; expected aa:bb:cc:dd:ee:ff")))?;
+        let r = d.ring_mb.map(|m| ring(&what, m)).transpose()?;
+        let n = d.snap.map(|n| snap(&what, n)).transpose()?;
+        s.devices.push((m, r, n));
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -150,6 +150,12 @@ impl Time {
         Time(unix + at.elapsed().as_millis() as u64)
     }
 
+    /// The same clock in microseconds since the Unix epoch (packet capture's timestamps).
+    pub fn now_us() -> u64 {
+        let (at, unix) = *anchor();
+        unix * 1000 + at.elapsed().as_micros() as u64
+    }
+
     pub const fn from_unix_ms(ms: u64) -> Time {
         Time(ms)
     }
@@ -180,6 +186,25 @@ impl Time {
     }
 }
 
+impl Time {
+    /// `2026-12-06 18:17:00.123 UTC`: for files people read (a capture's comment), not for parsing.
+    pub fn utc(self) -> String {
+        let (days, ms) = ((self.0 / 86_400_000) as i64, self.0 % 86_400_000);
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        let (h, min, sec) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+        format!("{y:04}-{m:02}-{d:02} {h:02}:{min:02}:{sec:02}.{:03} UTC", ms % 1000)
+    }
+}
+
 impl fmt::Debug for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}ms", self.0)
@@ -189,6 +214,13 @@ impl fmt::Debug for Time {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_text() {
+        assert_eq!(Time::from_unix_ms(0).utc(), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(Time::from_unix_ms(1_796_581_020_123).utc(), "2026-12-06 18:17:00.123 UTC");
+        assert_eq!(Time::from_unix_ms(951_782_400_000).utc(), "2000-02-29 00:00:00.000 UTC");
+    }
 
     #[test]
     fn mac_text_round_trips_and_rejects_junk() {

@@ -136,6 +136,8 @@ async fn start_nat(
         queues,
         wan_index: wan.index,
         ring_capacity: crate::datapath::RING_CAPACITY,
+        tap_bytes: settings::capture_tap(config).0,
+        tap_snap: settings::capture_tap(config).1,
     };
     let (handle, loops) = datapath.open(nat, stop.clone())?;
     std::thread::Builder::new().name("nat-q0".into()).spawn(move || {
@@ -226,15 +228,38 @@ pub async fn run(config: Config) -> Result<()> {
     // Subsystems (DHCP, DNS, web; NAT above) run as tasks, each stopping when `shutdown` is cancelled.
     let subsystems =
         (|| Ok::<_, ConfigError>((settings::dhcp(&config, &lan.plan)?, settings::dns(&config, &lan.plan))))();
-    let (dhcp_settings, dns_settings) = match subsystems {
+    let (mut dhcp_settings, mut dns_settings) = match subsystems {
         Ok(s) => s,
         Err(e) => {
             lan.teardown(&nl).await?;
             return Err(e.into());
         }
     };
+    // Capture's feed exists before DHCP and DNS (they write to it), its thread after (it reads their hosts table).
+    let capture_feed = settings::capture_on(&config).then(crate::capture::shell::feed);
+    if let Some((feed, _)) = &capture_feed {
+        dhcp_settings.capture = feed.clone();
+        dns_settings.capture = feed.clone();
+    }
     let (dhcp, dhcp_task) = crate::dhcp::shell::start(dhcp_settings, shutdown.clone());
     let (dns, dns_task) = crate::dns::shell::start(dns_settings, dhcp.hosts.clone(), shutdown.clone());
+    let capture = match capture_feed {
+        Some((_, rx)) => {
+            let (handle, task) = crate::capture::shell::start(
+                settings::capture(&config),
+                dhcp.hosts.clone(),
+                nat_cell.clone(),
+                rx,
+                shutdown.clone(),
+            );
+            tasks.spawn(task);
+            handle
+        }
+        None => {
+            info!("packet capture is off ([capture] ring_mb = 0)");
+            crate::capture::CaptureHandle::disabled()
+        }
+    };
     let traffic = if config.traffic.enabled {
         let (handle, task) = crate::traffic::shell::start(
             settings::traffic(&config),
@@ -248,7 +273,7 @@ pub async fn run(config: Config) -> Result<()> {
         info!("traffic accounting is off ([traffic] enabled = false)");
         crate::traffic::shell::TrafficHandle::disabled()
     };
-    let handles = crate::web::Handles { hosts: dhcp.hosts.clone(), dhcp, dns, nat: nat_cell.clone(), traffic };
+    let handles = crate::web::Handles { hosts: dhcp.hosts.clone(), dhcp, dns, nat: nat_cell.clone(), traffic, capture };
     tasks.spawn(dhcp_task);
     tasks.spawn(dns_task);
     tasks.spawn(crate::web::serve(settings::web(&config, &lan.plan), admin_hash, handles, shutdown.clone()));

@@ -41,6 +41,7 @@ pub fn dhcp(config: &Config, lan: &Plan) -> Result<crate::dhcp::shell::Settings,
         server: cfg,
         interface: lan.lan_interface().to_owned(),
         state_dir: config.state_dir.clone(),
+        capture: crate::capture::LocalFeed::off(),
     })
 }
 
@@ -50,7 +51,11 @@ pub fn dns(config: &Config, lan: &Plan) -> crate::dns::shell::Settings {
     let mut cfg = DnsConfig::new(lan.router, lan.subnet, upstreams);
     cfg.domain = LOCAL_DOMAIN.into();
     cfg.cache_entries = config.dns.cache_size;
-    crate::dns::shell::Settings { core: cfg, interface: lan.lan_interface().to_owned() }
+    crate::dns::shell::Settings {
+        core: cfg,
+        interface: lan.lan_interface().to_owned(),
+        capture: crate::capture::LocalFeed::off(),
+    }
 }
 
 /// The web UI: where it listens (the LAN address only, so it is closed to the WAN), and what it shows of the set-up.
@@ -76,6 +81,39 @@ pub fn nat(config: &Config, lan: &Plan, wan_ip: std::net::Ipv4Addr) -> crate::na
     cfg.port_range = super::NAT_PORTS;
     cfg.forwards = config.port_forwards.clone();
     cfg
+}
+
+/// Bytes of each NAT queue's capture tap: at 1 Gbit/s, 64 ms of packets for the capture thread to fall behind
+/// by (it drains every millisecond while they flow).
+pub const CAPTURE_TAP_BYTES: usize = 8 << 20;
+
+/// Capture: on when any device has a ring.
+pub fn capture_on(config: &Config) -> bool {
+    let c = &config.capture;
+    c.ring_mb > 0 || c.devices.iter().any(|(_, r, _)| r.is_some_and(|r| r > 0))
+}
+
+/// The packet path's taps: none when capture is off; their snap length the longest any device keeps.
+pub fn capture_tap(config: &Config) -> (usize, usize) {
+    if !capture_on(config) {
+        return (0, 0);
+    }
+    let c = &config.capture;
+    let snaps = std::iter::once(c.snap).chain(c.devices.iter().map(|(_, _, s)| s.unwrap_or(c.snap)));
+    let snap = if snaps.clone().any(|s| s == 0) { 0 } else { snaps.max().unwrap_or(0) };
+    (CAPTURE_TAP_BYTES, snap)
+}
+
+pub fn capture(config: &Config) -> crate::capture::shell::Settings {
+    let c = &config.capture;
+    crate::capture::shell::Settings {
+        core: crate::capture::core::CaptureConfig {
+            ring_bytes: c.ring_mb << 20,
+            snap: c.snap,
+            devices: c.devices.iter().map(|(m, r, s)| (*m, (r.map(|r| r << 20), *s))).collect(),
+            total_bytes: c.total_mb << 20,
+        },
+    }
 }
 
 /// Traffic accounting: the history's memory cap, and its snapshot in the state directory.

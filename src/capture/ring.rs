@@ -41,6 +41,7 @@ pub struct Ring {
     head: usize,
     used: usize,
     records: usize,
+    newest_us: u64,
     /// Records evicted to make room, and packets refused because one record would not fit at all.
     pub evicted: u64,
     pub too_big: u64,
@@ -49,7 +50,15 @@ pub struct Ring {
 impl Ring {
     /// A ring of `bytes` capacity (allocated now, once).
     pub fn new(bytes: usize) -> Ring {
-        Ring { buf: vec![0; bytes].into_boxed_slice(), head: 0, used: 0, records: 0, evicted: 0, too_big: 0 }
+        Ring {
+            buf: vec![0; bytes].into_boxed_slice(),
+            head: 0,
+            used: 0,
+            records: 0,
+            newest_us: 0,
+            evicted: 0,
+            too_big: 0,
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -109,6 +118,19 @@ impl Ring {
     /// Stores a packet (its first `snap` bytes at most; 0 = all), evicting the oldest records to make room.
     /// Returns false (counted in `too_big`) when even an empty ring could not hold it.
     pub fn push(&mut self, time_us: u64, direction: Direction, origin: Origin, packet: &[u8], snap: usize) -> bool {
+        self.push_cut(time_us, direction, origin, packet, packet.len() as u32, snap)
+    }
+
+    /// As `push`, for bytes that may already be the first part of a packet `len` bytes long.
+    pub fn push_cut(
+        &mut self,
+        time_us: u64,
+        direction: Direction,
+        origin: Origin,
+        packet: &[u8],
+        len: u32,
+        snap: usize,
+    ) -> bool {
         let stored = if snap == 0 { packet.len() } else { packet.len().min(snap) };
         let need = HEADER + stored;
         if need > self.buf.len() || stored > 0x00ff_ffff {
@@ -120,7 +142,7 @@ impl Ring {
         }
         let mut h = [0u8; HEADER];
         h[..8].copy_from_slice(&time_us.to_le_bytes());
-        h[8..12].copy_from_slice(&(packet.len() as u32).to_le_bytes());
+        h[8..12].copy_from_slice(&len.max(stored as u32).to_le_bytes());
         let flags: u32 = (matches!(direction, Direction::In) as u32) << 24
             | (match origin {
                 Origin::Nat => 0,
@@ -133,20 +155,89 @@ impl Ring {
         self.copy_in(at + HEADER, &packet[..stored]);
         self.used += need;
         self.records += 1;
+        self.newest_us = time_us;
         true
     }
 
-    /// Every record from oldest to newest, decoded (a copy: the ring goes on being written meanwhile).
+    /// Every record from oldest to newest, decoded, each in a `Vec` of its own (tests and small rings).
     pub fn packets(&self) -> Vec<Packet> {
-        let mut out = Vec::with_capacity(self.records);
-        let mut at = self.head;
-        for _ in 0..self.records {
-            let h = self.header_at(at);
-            let stored = Self::stored_len(&h);
+        let snap = self.snapshot();
+        snap.iter()
+            .map(|p| Packet {
+                time_us: p.time_us,
+                len: p.len,
+                direction: p.direction,
+                origin: p.origin,
+                data: p.data.to_vec(),
+            })
+            .collect()
+    }
+
+    /// A copy of every record, oldest first, in one buffer: taken at once (a memory copy of what the ring
+    /// holds), read at leisure while the ring goes on being written.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut bytes = vec![0; self.used];
+        self.copy_out(self.head, &mut bytes);
+        Snapshot { bytes, records: self.records }
+    }
+
+    /// The oldest and newest records' times, if any.
+    pub fn span_us(&self) -> Option<(u64, u64)> {
+        if self.records == 0 {
+            return None;
+        }
+        let first = u64::from_le_bytes(self.header_at(self.head)[..8].try_into().expect("8 bytes"));
+        Some((first, self.newest_us))
+    }
+
+    /// Forgets every record (the admin cleared the ring).
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.used = 0;
+        self.records = 0;
+        self.newest_us = 0;
+    }
+}
+
+/// A ring's records copied out in order (see [`Ring::snapshot`]).
+pub struct Snapshot {
+    bytes: Vec<u8>,
+    records: usize,
+}
+
+/// One record of a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketRef<'a> {
+    pub time_us: u64,
+    pub len: u32,
+    pub direction: Direction,
+    pub origin: Origin,
+    pub data: &'a [u8],
+}
+
+impl Snapshot {
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Bytes held (headers included).
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = PacketRef<'_>> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let h: &[u8; HEADER] = self.bytes.get(at..at + HEADER)?.try_into().ok()?;
+            let stored = Ring::stored_len(h);
             let flags = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) >> 24;
-            let mut data = vec![0; stored];
-            self.copy_out(at + HEADER, &mut data);
-            out.push(Packet {
+            let data = self.bytes.get(at + HEADER..at + HEADER + stored)?;
+            at += HEADER + stored;
+            Some(PacketRef {
                 time_us: u64::from_le_bytes(h[..8].try_into().expect("8 bytes")),
                 len: u32::from_le_bytes([h[8], h[9], h[10], h[11]]),
                 direction: if flags & 1 == 1 { Direction::In } else { Direction::Out },
@@ -156,17 +247,8 @@ impl Ring {
                     _ => Origin::Nat,
                 },
                 data,
-            });
-            at = (at + HEADER + stored) % self.buf.len();
-        }
-        out
-    }
-
-    /// Forgets every record (the admin cleared the ring).
-    pub fn clear(&mut self) {
-        self.head = 0;
-        self.used = 0;
-        self.records = 0;
+            })
+        })
     }
 }
 

@@ -15,6 +15,7 @@
 
 pub mod nfqueue;
 pub mod ring;
+pub mod tap;
 
 use crate::counters::Counters;
 use crate::nat::{Direction, Nat, PacketMeta, PacketRecord, STATS_LEN, Snapshot, Stats, Verdict};
@@ -28,6 +29,7 @@ use ring::{Producer, Reader, Ring};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tap::{Tap, TapProducer, TapReader};
 use tracing::{info, warn};
 
 /// Adaptive batching (`net::coalesce`): above 40,000 small packets per second on a queue, its loop waits up to
@@ -71,6 +73,10 @@ pub struct Datapath {
     pub wan_index: u32,
     /// Records per queue ring (rounded up to a power of two); [`RING_CAPACITY`] normally.
     pub ring_capacity: usize,
+    /// Bytes of each queue's capture tap (`tap`), 0 for none (capture off), and the bytes of a packet it copies
+    /// at most (0 = all).
+    pub tap_bytes: usize,
+    pub tap_snap: usize,
 }
 
 /// What every queue's loop and every handle share.
@@ -84,6 +90,7 @@ struct Shared {
     /// The NAT's `Stats`, as of the end of the last batch of any queue (`Stats::to_array` order).
     stats: [AtomicU64; STATS_LEN],
     rings: Vec<Ring<PacketRecord>>,
+    taps: Vec<Tap>,
 }
 
 impl Shared {
@@ -129,6 +136,9 @@ impl NatHandle {
         for (q, r) in self.0.rings.iter().enumerate() {
             c.labelled("ring_dropped", "queue", &q.to_string(), r.dropped());
         }
+        for (q, t) in self.0.taps.iter().enumerate() {
+            c.labelled("capture_tap_dropped", "queue", &q.to_string(), t.dropped());
+        }
         c
     }
 
@@ -156,6 +166,12 @@ impl NatHandle {
         self.0.rings.get(queue)?.subscribe()
     }
 
+    /// The reader of queue `queue`'s capture tap, unless it has one already or capture is off. Packets are
+    /// copied only while a reader is attached.
+    pub fn tap(&self, queue: usize) -> Option<TapReader> {
+        self.0.taps.get(queue)?.subscribe()
+    }
+
     /// Asks every queue's loop to end (within the receive timeout).
     pub fn stop(&self) {
         self.0.stop.store(true, Ordering::Relaxed);
@@ -165,7 +181,7 @@ impl NatHandle {
 /// The bound queues, ready to run ([`Loops::run`]).
 pub struct Loops {
     shared: Arc<Shared>,
-    queues: Vec<(nfqueue::Queue, Producer<PacketRecord>)>,
+    queues: Vec<(nfqueue::Queue, Producer<PacketRecord>, Option<TapProducer>)>,
 }
 
 /// A packet's verdict, decided under the lock and sent after it.
@@ -181,9 +197,15 @@ impl Datapath {
     pub fn open(&self, nat: Nat, stop: Arc<AtomicBool>) -> std::io::Result<(NatHandle, Loops)> {
         let mut queues = Vec::new();
         let mut rings = Vec::new();
+        let mut taps = Vec::new();
         for n in self.first_queue..self.first_queue + self.queues.max(1) {
             let (producer, r) = ring::ring(self.ring_capacity);
-            queues.push((Queue::open(n, &QueueOptions::default())?, producer));
+            let tap = (self.tap_bytes > 0).then(|| tap::tap(self.tap_bytes, self.tap_snap));
+            let tap = tap.map(|(p, t)| {
+                taps.push(t);
+                p
+            });
+            queues.push((Queue::open(n, &QueueOptions::default())?, producer, tap));
             rings.push(r);
         }
         let shared = Arc::new(Shared {
@@ -195,6 +217,7 @@ impl Datapath {
             queues: queues.len() as u16,
             stats: std::array::from_fn(|_| AtomicU64::new(0)),
             rings,
+            taps,
         });
         shared.publish(&shared.nat());
         info!(queues = queues.len(), first = self.first_queue, "NAT packet path ready");
@@ -207,16 +230,16 @@ impl Loops {
     pub fn run(self) -> std::io::Result<()> {
         let Loops { shared, mut queues } = self;
         let shared = &*shared;
-        let (first, first_ring) = queues.remove(0);
+        let (first, first_ring, first_tap) = queues.remove(0);
         let result = std::thread::scope(|s| {
             let mut others = Vec::new();
-            for (q, r) in queues {
+            for (q, r, t) in queues {
                 let name = format!("nat-q{}", q.number());
                 others.push(
-                    std::thread::Builder::new().name(name).spawn_scoped(s, move || run_queue(q, r, shared, false)),
+                    std::thread::Builder::new().name(name).spawn_scoped(s, move || run_queue(q, r, t, shared, false)),
                 );
             }
-            let mine = run_queue(first, first_ring, shared, true);
+            let mine = run_queue(first, first_ring, first_tap, shared, true);
             if mine.is_err() {
                 // One queue failing stops them all: the rules would keep sending packets to a dead queue.
                 shared.stop.store(true, Ordering::Relaxed);
@@ -239,7 +262,13 @@ impl Loops {
 }
 
 /// One queue's loop. The first queue's (`expires`) also expires old mappings about once a second.
-fn run_queue(mut q: Queue, mut records: Producer<PacketRecord>, shared: &Shared, expires: bool) -> std::io::Result<()> {
+fn run_queue(
+    mut q: Queue,
+    mut records: Producer<PacketRecord>,
+    mut tap: Option<TapProducer>,
+    shared: &Shared,
+    expires: bool,
+) -> std::io::Result<()> {
     let mut decisions: Vec<Decision> = Vec::with_capacity(64);
     let mut coalescer = Coalescer::new(COALESCE);
     tight_timer_slack();
@@ -258,6 +287,7 @@ fn run_queue(mut q: Queue, mut records: Producer<PacketRecord>, shared: &Shared,
         let mut bytes = 0;
         if n > 0 {
             let recording = records.begin();
+            let tapping = tap.as_mut().is_some_and(|t| t.begin());
             let mut nat = shared.nat();
             for i in 0..n {
                 let p = q.packet(i);
@@ -273,9 +303,16 @@ fn run_queue(mut q: Queue, mut records: Producer<PacketRecord>, shared: &Shared,
                     csum_partial: p.skb_info & NFQA_SKB_CSUMNOTREADY != 0,
                     gso: p.skb_info & NFQA_SKB_GSO != 0,
                 };
+                if tapping && direction == Direction::Outbound {
+                    // The device's view of its own packet: before the NAT rewrites its source.
+                    tap.as_mut().map(|t| t.stage(p.payload));
+                }
                 let (verdict, record) = nat.translate(p.payload, meta, now);
                 if recording {
                     records.push(record);
+                }
+                if tapping && let Some(t) = tap.as_mut() {
+                    capture_copy(t, direction, verdict, &record, p.payload);
                 }
                 decisions.push(match verdict {
                     // Before routing, the translated packet goes round the hook again with our mark, which the
@@ -289,6 +326,9 @@ fn run_queue(mut q: Queue, mut records: Producer<PacketRecord>, shared: &Shared,
             shared.publish(&nat);
             drop(nat);
             records.publish();
+            if let Some(t) = tap.as_mut() {
+                t.publish();
+            }
         }
         let mut sent = Ok(());
         for (i, d) in decisions.iter().enumerate() {
@@ -323,4 +363,25 @@ fn run_queue(mut q: Queue, mut records: Producer<PacketRecord>, shared: &Shared,
         }
     }
     Ok(())
+}
+
+/// After `translate`: keeps the staged copy of an outbound packet as its sender's, and copies a packet that
+/// reached a device (inbound, or hairpinned to another device) as it arrives there, translated. Packets to the
+/// router itself are nobody's.
+#[inline]
+fn capture_copy(t: &mut TapProducer, direction: Direction, verdict: Verdict, record: &PacketRecord, packet: &[u8]) {
+    if matches!(verdict, Verdict::Local) {
+        return;
+    }
+    let now = Time::now_us();
+    match direction {
+        Direction::Outbound => {
+            t.commit(now, record.device, true);
+            if record.hairpin && matches!(verdict, Verdict::Translated) {
+                t.copy(packet, now, record.remote, false);
+            }
+        }
+        Direction::Inbound if matches!(verdict, Verdict::Translated) => t.copy(packet, now, record.device, false),
+        Direction::Inbound => {}
+    }
 }

@@ -31,6 +31,8 @@ pub struct Settings {
     /// The LAN interface: the socket is bound to it, so the WAN never reaches the server.
     pub interface: String,
     pub state_dir: std::path::PathBuf,
+    /// Where the devices' DHCP messages go for their capture rings.
+    pub capture: crate::capture::LocalFeed,
 }
 
 /// The rest of the program's way to the DHCP server: its view on request, and the hosts table it publishes.
@@ -155,9 +157,34 @@ struct Shell {
     notes: Notes,
     base: DhcpConfig,
     state_dir: std::path::PathBuf,
+    capture: crate::capture::LocalFeed,
+}
+
+/// The client's hardware address in a DHCP message (Ethernet only), for its capture ring.
+fn chaddr(m: &[u8]) -> Option<crate::types::Mac> {
+    (m.len() >= 34 && m[1] == 1 && m[2] == 6).then(|| crate::types::Mac(m[28..34].try_into().expect("6 bytes")))
 }
 
 impl Shell {
+    /// A message to or from a device, into its capture ring, as it was on the wire (a broadcast's address is the
+    /// broadcast address).
+    fn capture(&self, m: &[u8], from_device: bool, device: SocketAddrV4) {
+        if !self.capture.is_on() {
+            return;
+        }
+        let Some(mac) = chaddr(m) else { return };
+        let router = (self.base.server_ip, SERVER_PORT);
+        let dev = (*device.ip(), device.port());
+        let (src, dst) = if from_device {
+            let to = if device.ip().is_unspecified() { Ipv4Addr::BROADCAST } else { self.base.server_ip };
+            (dev, (to, SERVER_PORT))
+        } else {
+            (router, dev)
+        };
+        let key = crate::capture::core::Key::Mac(mac);
+        self.capture.udp(key, crate::capture::ring::Origin::Dhcp, from_device, src, dst, m);
+    }
+
     async fn send(&mut self, reply: Reply) {
         let to = match reply.to {
             Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
@@ -171,6 +198,7 @@ impl Shell {
                 }
             }
         };
+        self.capture(&reply.bytes, false, to);
         // A UDP send almost never blocks: try it directly before involving the reactor.
         let sent = match self.sock.try_send_to(&reply.bytes, to.into()) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.sock.send_to(&reply.bytes, to).await,
@@ -338,7 +366,7 @@ async fn serve(
     mut edits: crate::views::ViewRequests<Edit, EditReply>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let Settings { server: cfg, interface: ifname, state_dir } = settings;
+    let Settings { server: cfg, interface: ifname, state_dir, capture } = settings;
     let now = Time::now();
     let (store, loaded) = LeaseStore::open(&state_dir, now.unix_secs())?;
     if loaded.torn_bytes_dropped > 0 {
@@ -357,7 +385,7 @@ async fn serve(
         range = %format!("{}-{}", server.config().range.0, server.config().range.1),
         "DHCP server ready"
     );
-    let mut shell = Shell { sock, ifname, hosts, arp_failures: 0, send_failures: 0, notes, base, state_dir };
+    let mut shell = Shell { sock, ifname, hosts, arp_failures: 0, send_failures: 0, notes, base, state_dir, capture };
     let mut waiting = FuturesOrdered::new();
     let mut buf = vec![0u8; 4096];
     let mut reported: HashSet<DropReason> = HashSet::new();
@@ -382,6 +410,7 @@ async fn serve(
                         Err(e) => { warn!("DHCP receive failed: {e}"); break }
                     };
                     let SocketAddr::V4(from) = from else { continue };
+                    shell.capture(&buf[..n], true, from);
                     match server.handle(&buf[..n], from, now) {
                         Ok(out) if out.records.is_empty() => {
                             if let Some(r) = out.reply { shell.send(r).await; }

@@ -97,6 +97,8 @@ pub struct Settings {
     pub core: DnsConfig,
     /// The LAN interface the sockets are bound to.
     pub interface: String,
+    /// Where the devices' UDP queries and answers go for their capture rings.
+    pub capture: crate::capture::LocalFeed,
 }
 
 /// The rest of the program's way to the DNS server.
@@ -289,6 +291,8 @@ struct Shell {
     conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     responses: mpsc::UnboundedSender<(QueryHandle, Result<Vec<u8>>)>,
     send_failures: u64,
+    capture: crate::capture::LocalFeed,
+    router: Ipv4Addr,
     /// Upstream queries run on the program's main (multi-threaded) runtime, not on this thread: their socket,
     /// connect, send, readiness and close cost more than the rest of a cache miss, and on another core they run
     /// beside the client loop (uncached answers/s 26k -> 40k in bench/dns.sh; the answers come back by channel).
@@ -300,6 +304,11 @@ impl Shell {
         match to.transport {
             Transport::Udp => match to.addr {
                 SocketAddr::V4(a) => {
+                    if self.capture.is_on() {
+                        let key = crate::capture::core::Key::Ip(*a.ip());
+                        let origin = crate::capture::ring::Origin::Dns;
+                        self.capture.udp(key, origin, false, (self.router, 53), (*a.ip(), a.port()), bytes);
+                    }
                     if self.out.is_full() {
                         self.flush();
                     }
@@ -447,6 +456,11 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, shared: Locked, stop: CancellationT
             for i in 0..n {
                 let (query, from) = rb.get(i);
                 let client = ClientRef { addr: SocketAddr::V4(from), transport: Transport::Udp, conn: 0 };
+                if shell.capture.is_on() {
+                    let key = crate::capture::core::Key::Ip(*from.ip());
+                    let origin = crate::capture::ring::Origin::Dns;
+                    shell.capture.udp(key, origin, true, (*from.ip(), from.port()), (shell.router, 53), query);
+                }
                 if let Handled::Replied = dns.handle_query(query, client, now, &mut reply, &mut actions) {
                     shell.reply(client, &reply);
                     if at_once {
@@ -479,7 +493,7 @@ async fn run(
     shutdown: CancellationToken,
     upstream_rt: tokio::runtime::Handle,
 ) -> Result<()> {
-    let Settings { core: cfg, interface: ifname } = settings;
+    let Settings { core: cfg, interface: ifname, capture } = settings;
     let router = cfg.router_ip;
     let ups = cfg.upstreams.clone();
     if ups.is_empty() {
@@ -506,6 +520,8 @@ async fn run(
         conns: HashMap::new(),
         responses,
         send_failures: 0,
+        capture,
+        router,
         upstream_rt,
     };
     let shared: Locked = Arc::new(Mutex::new(Shared { dns, shell, armed_for: None }));

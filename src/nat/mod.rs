@@ -4,7 +4,7 @@
 //! The shell hands every queued packet to [`Nat::translate`] with its direction and the current monotonic time, and
 //! acts on the [`Verdict`]; it calls [`Nat::expire`] about once a second. See `engine.rs` for the semantics.
 
-mod checksum;
+pub(crate) mod checksum;
 mod engine;
 pub mod record;
 mod table;

@@ -25,8 +25,9 @@ fn bad(message: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-fn mac_of(raw: &str) -> Result<Mac, Box<Response>> {
-    raw.parse().map_err(|_| Box::new(bad(format!("{raw:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))))
+pub(super) fn mac_of(raw: &str) -> Result<Mac, Box<Response>> {
+    let shown: String = raw.chars().take(40).collect();
+    raw.parse().map_err(|_| Box::new(bad(format!("{shown:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))))
 }
 
 async fn run(web: &Web, edit: Edit) -> Response {
@@ -84,7 +85,14 @@ async fn pin(State(web): State<Web>, Path(mac): Path<String>, body: Result<Json<
 /// `DELETE /api/leases/MAC`: ends its lease and forgets its name and static address.
 async fn forget(State(web): State<Web>, Path(mac): Path<String>) -> Response {
     match mac_of(&mac) {
-        Ok(mac) => run(&web, Edit::Forget { mac }).await,
+        Ok(mac) => {
+            let r = run(&web, Edit::Forget { mac }).await;
+            if r.status().is_success() {
+                // Its captured packets go with it (a download already under way keeps its copy).
+                web.handles.capture.forget(mac).await;
+            }
+            r
+        }
         Err(r) => *r,
     }
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 mod assets;
 pub mod auth;
+mod capture;
 mod devices;
 mod dnslog;
 pub mod oui;
@@ -52,6 +53,7 @@ pub struct Handles {
     pub nat: std::sync::Arc<std::sync::OnceLock<crate::datapath::NatHandle>>,
     pub hosts: crate::hosts::Hosts,
     pub traffic: crate::traffic::shell::TrafficHandle,
+    pub capture: crate::capture::CaptureHandle,
 }
 
 #[derive(Clone)]
@@ -150,6 +152,7 @@ pub async fn serve(
         .merge(traffic::routes())
         .merge(session::routes())
         .merge(devices::routes())
+        .merge(capture::routes())
         .merge(dnslog::routes())
         .layer(axum::middleware::from_fn_with_state(web.clone(), session::guard))
         .layer(axum::middleware::from_fn(security_headers))

@@ -90,6 +90,12 @@ fn open(path: &str) -> bool {
     path == "/login" || path.starts_with("/assets/") || path == "/api/session" || path == "/api/login"
 }
 
+/// Reads that need the admin even when the UI is readable without logging in: a device's captured packets
+/// (their contents, not just their counts) and its live packet view.
+fn private(path: &str) -> bool {
+    path.starts_with("/api/devices/") && (path.contains("/capture") || path.ends_with("/packets"))
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
@@ -100,7 +106,7 @@ pub(super) async fn guard(State(web): State<Web>, req: Request, next: Next) -> R
     let path = req.uri().path();
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     if read {
-        if open(path) || s.public_read || s.has_session(req.headers()) {
+        if open(path) || (s.public_read && !private(path)) || s.has_session(req.headers()) {
             return next.run(req).await;
         }
         if path.starts_with("/api/") {

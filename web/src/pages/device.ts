@@ -1,9 +1,11 @@
-// One device: identity + actions, live graph, history with zoom, remotes, DNS.
+// One device: identity + actions, live graph, history with zoom, remotes, DNS,
+// packet capture.
 
 import { api, openLive, qs, type Device, type DnsEntry, type LiveMsg, type TopEntry, type TrafficResp, type TrafficStats } from '../api';
 import { LiveWindow, rateChart, showLive, type RateData } from '../charts';
 import { badge, fmtBytes, fmtCount, fmtDuration, fmtRate, fmtRel, fmtWhen, frameScheduler, h, setChildren, setText, statBox, toast } from '../dom';
 import { errorText, showError, type PageFn } from '../page';
+import { captureSection } from './capture';
 import { displayName } from './devices';
 import { dnsRow } from './dns';
 
@@ -144,7 +146,16 @@ export const devicePage: PageFn = (root, scope, params) => {
   const dnsTable = h('table', { id: 'device-dns', class: 'table' }, h('thead', null, h('tr', null, h('th', null, 'Time'), h('th', null, 'Name'), h('th', null, 'Type'), h('th', null, 'Answer'), h('th', null, 'Cached'))), dnsBody);
   const dnsCard = h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', null, 'DNS queries'), h('span', { class: 'muted small' }, 'latest 200')), h('div', { class: 'table-scroll scroll-y' }, dnsTable));
 
-  root.append(head, liveCard, histCard, h('div', { class: 'grid-2' }, remotesCard, dnsCard));
+  // Filled once the device's MAC is known (capture is per MAC; the page id may be an IP).
+  const captureSlot = h('div', { class: 'capture-slot' });
+  let captureMac: string | null = null;
+  function startCapture(mac: string | null | undefined): void {
+    if (!mac || captureMac || !scope.alive) return;
+    captureMac = mac;
+    captureSection(captureSlot, mac, scope);
+  }
+
+  root.append(head, liveCard, histCard, h('div', { class: 'grid-2' }, remotesCard, dnsCard), captureSlot);
 
   // ---------- info ----------
   async function loadInfo(): Promise<void> {
@@ -173,6 +184,7 @@ export const devicePage: PageFn = (root, scope, params) => {
     if (document.activeElement !== renameInput) renameInput.value = dev.name ?? '';
     renameInput.placeholder = dev.hostname ? `e.g. ${dev.hostname}` : 'Give it a name';
     makeStatic.classList.toggle('hidden', ls !== 'dynamic');
+    startCapture(dev.mac);
   }
 
   // ---------- live chart ----------
@@ -357,6 +369,8 @@ export const devicePage: PageFn = (root, scope, params) => {
   const first = Promise.allSettled([loadInfo(), loadHistory(), loadDns()]);
   void first.then((res) => {
     for (const r of res) if (r.status === 'rejected') showError(r.reason, scope);
+    // Fall back to the page id when it is itself a MAC (e.g. the device list failed).
+    if (/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(id)) startCapture(id);
     scope.ready();
   });
   scope.interval(() => loadDns().catch((e) => showError(e, scope)), 5000);
