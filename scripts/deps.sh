@@ -12,6 +12,7 @@ packages=(
   coturn traceroute netcat-openbsd   # RFC 5780 NAT behaviour (turnutils_natdiscovery), ICMP errors, raw TCP
   iperf3                             # bulk TCP through the NAT (GSO packets, partial checksums)
   chromium fonts-dejavu-core         # the browser tests (headless, driven by Playwright: web/test/driver.mjs)
+  tshark                             # reads the capture downloads back (tshark, capinfos)
   "$@"
 )
 # The web UI's build needs Node.js and npm; a machine with its own Node.js keeps it.
