@@ -29,7 +29,9 @@
 //!   only, so that every setup pays for the same packet tap.
 //!
 //! Run: `sudo bench/nat.sh` (installs iperf3, tcpdump, nftables; builds in release mode; runs this).
-//! Options: `--seconds 10` (iperf3 `-t`), `--tests tcp1,tcp4,udp64`, `--setups plain,masquerade,gatekeeper` (and `gatekeeper-notraffic`: traffic accounting off),
+//! Options: `--seconds 10` (iperf3 `-t`), `--tests tcp1,tcp4,udp64`, `--setups plain,masquerade,gatekeeper` (and `gatekeeper-notraffic`: traffic accounting off; `gatekeeper-nocapture`: packet capture off; `gatekeeper-largesnap`: packets over 1,500 bytes captured
+//! to 256 bytes; in every
+//! Gatekeeper setup lan1 is a known device, a static lease, so capture keeps its packets when on),
 //! `--attempts 3`, `--queues N` (NFQUEUE queues for Gatekeeper: `--nat-queues N` if `gatekeeper run --help` lists
 //! that flag, and the environment variable `GATEKEEPER_NAT_QUEUES=N` in any case; a binary with neither ignores it).
 //!
@@ -82,11 +84,22 @@ enum Setup {
     Gatekeeper,
     /// Gatekeeper with traffic accounting off (`[traffic] enabled = false`): nobody reads the packet records.
     GatekeeperNoTraffic,
+    /// Gatekeeper with packet capture off (`[capture] ring_mb = 0`): no taps on the packet path.
+    GatekeeperNoCapture,
+    /// Gatekeeper capturing the first 256 bytes of packets over 1,500 bytes (`[capture] large_snap = 256`).
+    GatekeeperLargeSnap,
 }
 
 impl Setup {
     const ALL: [Setup; 3] = [Setup::Plain, Setup::Masquerade, Setup::Gatekeeper];
-    const KNOWN: [Setup; 4] = [Setup::Plain, Setup::Masquerade, Setup::Gatekeeper, Setup::GatekeeperNoTraffic];
+    const KNOWN: [Setup; 6] = [
+        Setup::Plain,
+        Setup::Masquerade,
+        Setup::Gatekeeper,
+        Setup::GatekeeperNoTraffic,
+        Setup::GatekeeperNoCapture,
+        Setup::GatekeeperLargeSnap,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -94,6 +107,8 @@ impl Setup {
             Setup::Masquerade => "masquerade",
             Setup::Gatekeeper => "gatekeeper",
             Setup::GatekeeperNoTraffic => "gatekeeper-notraffic",
+            Setup::GatekeeperNoCapture => "gatekeeper-nocapture",
+            Setup::GatekeeperLargeSnap => "gatekeeper-largesnap",
         }
     }
     fn parse(s: &str) -> Result<Setup> {
@@ -398,7 +413,12 @@ fn iperf(lab: &Lab, setup: Setup, test: Test, pids: &Pids, opts: &Opts, dir: &Pa
 
 /// Starts Gatekeeper in `gw` and waits until its NAT and LAN are up; returns it with the LAN subnet and router
 /// address it chose.
-fn start_gatekeeper(lab: &Lab, dir: &Path, opts: &Opts, traffic: bool) -> Result<(Proc, Ipv4Net, Ipv4Addr)> {
+/// Gatekeeper's LAN in the benchmark, fixed so that lan1 can be a known device (a static lease for its MAC at
+/// the address `lan_client` gives it): capture keeps only known devices' packets.
+const GK_SUBNET: &str = "10.0.0.0/24";
+const GK_CLIENT: &str = "10.0.0.2";
+
+fn start_gatekeeper(lab: &Lab, dir: &Path, opts: &Opts, setup: Setup) -> Result<(Proc, Ipv4Net, Ipv4Addr)> {
     let state = dir.join("state");
     std::fs::create_dir_all(&state)?;
     let exe = match &opts.gatekeeper {
@@ -410,11 +430,17 @@ fn start_gatekeeper(lab: &Lab, dir: &Path, opts: &Opts, traffic: bool) -> Result
     c.args(["run", "--netns", &gw, "--lan", GW_LAN_IF, "--wan", GW_WAN_IF, "--state-dir"])
         .arg(&state)
         .env("GATEKEEPER_LOG", "info");
-    if !traffic {
-        let config = dir.join("notraffic.toml");
-        std::fs::write(&config, "[traffic]\nenabled = false\n")?;
-        c.arg("--config").arg(&config);
+    let mac = lab.client_mac(1)?;
+    let mut config = format!("subnet = \"{GK_SUBNET}\"\n[[dhcp.static]]\nmac = \"{mac}\"\nip = \"{GK_CLIENT}\"\n");
+    match setup {
+        Setup::GatekeeperNoTraffic => config += "[traffic]\nenabled = false\n",
+        Setup::GatekeeperNoCapture => config += "[capture]\nring_mb = 0\n",
+        Setup::GatekeeperLargeSnap => config += "[capture]\nlarge_snap = 256\n",
+        _ => {}
     }
+    let file = dir.join("gatekeeper.toml");
+    std::fs::write(&file, config)?;
+    c.arg("--config").arg(&file);
     if let Some(q) = opts.queues {
         // The flag where the binary has it, the environment variable in any case.
         let help = lab.run(&gw, &[&exe.to_string_lossy(), "run", "--help"])?;
@@ -528,8 +554,8 @@ fn run_setup(setup: Setup, opts: &Opts, results: &mut Vec<Outcome>) -> Result<Ch
             }
             (None, STATIC_SUBNET.parse()?, STATIC_ROUTER.parse()?)
         }
-        Setup::Gatekeeper | Setup::GatekeeperNoTraffic => {
-            let (p, subnet, router) = start_gatekeeper(&lab, &dir, opts, setup == Setup::Gatekeeper)?;
+        Setup::Gatekeeper | Setup::GatekeeperNoTraffic | Setup::GatekeeperNoCapture | Setup::GatekeeperLargeSnap => {
+            let (p, subnet, router) = start_gatekeeper(&lab, &dir, opts, setup)?;
             (Some(p), subnet, router)
         }
     };
@@ -740,6 +766,8 @@ fn print_tables(opts: &Opts, results: &[Outcome]) {
             (Setup::Gatekeeper, Setup::Masquerade),
             (Setup::Gatekeeper, Setup::Plain),
             (Setup::Gatekeeper, Setup::GatekeeperNoTraffic),
+            (Setup::Gatekeeper, Setup::GatekeeperNoCapture),
+            (Setup::GatekeeperLargeSnap, Setup::GatekeeperNoCapture),
         ];
         let ratios: Vec<String> = pairs
             .iter()
@@ -837,7 +865,7 @@ fn report_checks(checks: &[Checks]) -> Vec<String> {
             );
         }
         for p in problems {
-            if matches!(c.setup, Setup::Gatekeeper | Setup::GatekeeperNoTraffic) {
+            if c.setup != Setup::Plain && c.setup != Setup::Masquerade {
                 failures.push(format!("gatekeeper: {p}"));
             } else {
                 eprintln!("note: {}: {p}", c.setup.name());
@@ -911,7 +939,7 @@ fn api_bench(opts: &Opts) -> Result<()> {
         let lab = Lab::new(LabOptions { clients: 1, host_link: false })?;
         let dir = lab.dir().join("bench");
         std::fs::create_dir_all(&dir)?;
-        let (_gateway, subnet, router) = start_gatekeeper(&lab, &dir, opts, true)?;
+        let (_gateway, subnet, router) = start_gatekeeper(&lab, &dir, opts, Setup::Gatekeeper)?;
         lan_client(&lab, subnet, router)?;
         let mut server = lab.cmd(&lab.wan(), "iperf3");
         server.args(["-s", "-B", WAN_ADDR]);

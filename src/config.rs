@@ -54,6 +54,8 @@ pub struct CaptureSettings {
     pub ring_mb: usize,
     /// Bytes kept of each packet, 0 = all of it.
     pub snap: usize,
+    /// Bytes kept of each packet over 1,500 bytes (a GSO aggregate of bulk TCP), 0 = as `snap`.
+    pub large_snap: usize,
     /// Per device (by MAC): its own ring size (0 = not captured) and snap length.
     pub devices: Vec<(crate::types::Mac, Option<usize>, Option<usize>)>,
     /// All rings together at most, MiB (a new device's ring is refused, counted, beyond it).
@@ -62,7 +64,7 @@ pub struct CaptureSettings {
 
 impl Default for CaptureSettings {
     fn default() -> Self {
-        CaptureSettings { ring_mb: 5, snap: 0, devices: Vec::new(), total_mb: 1024 }
+        CaptureSettings { ring_mb: 5, snap: 0, large_snap: 0, devices: Vec::new(), total_mb: 1024 }
     }
 }
 
@@ -223,6 +225,7 @@ pub struct FileConfig {
 pub struct FileCapture {
     pub ring_mb: Option<usize>,
     pub snap: Option<usize>,
+    pub large_snap: Option<usize>,
     pub total_mb: Option<usize>,
     /// `[capture.device."aa:bb:cc:dd:ee:ff"] ring_mb = 1, snap = 128`
     #[serde(default)]
@@ -542,7 +545,7 @@ fn capture_settings(c: &FileCapture) -> Result<CaptureSettings, ConfigError> {
     };
     let snap = |what: &str, n: usize| {
         if n != 0 && !(64..=262_144).contains(&n) {
-            return err(format!("{what} snap {n} is out of range; expected 0 (whole packets) or 64-262144 (bytes)"));
+            return err(format!("{what} {n} is out of range; expected 0 (whole packets) or 64-262144 (bytes)"));
         }
         Ok(n)
     };
@@ -551,7 +554,10 @@ fn capture_settings(c: &FileCapture) -> Result<CaptureSettings, ConfigError> {
         s.ring_mb = ring("capture", m)?;
     }
     if let Some(n) = c.snap {
-        s.snap = snap("capture", n)?;
+        s.snap = snap("capture snap", n)?;
+    }
+    if let Some(n) = c.large_snap {
+        s.large_snap = snap("capture large_snap", n)?;
     }
     if let Some(t) = c.total_mb {
         if !(1..=65_536).contains(&t) {
@@ -565,7 +571,7 @@ fn capture_settings(c: &FileCapture) -> Result<CaptureSettings, ConfigError> {
             .parse()
             .map_err(|_| ConfigError(format!("{what}: {mac:?} is not a MAC address; expected aa:bb:cc:dd:ee:ff")))?;
         let r = d.ring_mb.map(|m| ring(&what, m)).transpose()?;
-        let n = d.snap.map(|n| snap(&what, n)).transpose()?;
+        let n = d.snap.map(|n| snap(&format!("{what} snap"), n)).transpose()?;
         s.devices.push((m, r, n));
     }
     Ok(s)

@@ -58,7 +58,14 @@ fn gateway(lab: &Lab, stop: Arc<AtomicBool>) -> NatHandle {
     let wan_index: u32 = lab.run(&gw, &["cat", "/sys/class/net/gwwan/ifindex"]).unwrap().trim().parse().unwrap();
     let mut cfg = NatConfig::new(WAN_IP, rules.lan_subnet, rules.router_lan_ip);
     cfg.port_range = (1024, 60999);
-    let datapath = Datapath { first_queue: 0, queues: 2, wan_index, ring_capacity: RING, tap_bytes: 0, tap_snap: 0 };
+    let datapath = Datapath {
+        first_queue: 0,
+        queues: 2,
+        wan_index,
+        ring_capacity: RING,
+        tap_bytes: 0,
+        tap_snap: Default::default(),
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     common::spawn_in(&gw, move || {
         let (handle, loops) = datapath.open(Nat::new(cfg, 1), stop).unwrap();

@@ -93,15 +93,16 @@ pub fn capture_on(config: &Config) -> bool {
     c.ring_mb > 0 || c.devices.iter().any(|(_, r, _)| r.is_some_and(|r| r > 0))
 }
 
-/// The packet path's taps: none when capture is off; their snap length the longest any device keeps.
-pub fn capture_tap(config: &Config) -> (usize, usize) {
-    if !capture_on(config) {
-        return (0, 0);
-    }
+/// The packet path's taps: none when capture is off; their snap length the longest any device keeps, and the
+/// large packets' (`[capture] large_snap`).
+pub fn capture_tap(config: &Config) -> (usize, crate::datapath::tap::Snap) {
     let c = &config.capture;
+    if !capture_on(config) {
+        return (0, Default::default());
+    }
     let snaps = std::iter::once(c.snap).chain(c.devices.iter().map(|(_, _, s)| s.unwrap_or(c.snap)));
-    let snap = if snaps.clone().any(|s| s == 0) { 0 } else { snaps.max().unwrap_or(0) };
-    (CAPTURE_TAP_BYTES, snap)
+    let all = if snaps.clone().any(|s| s == 0) { 0 } else { snaps.max().unwrap_or(0) };
+    (CAPTURE_TAP_BYTES, crate::datapath::tap::Snap { all, large: c.large_snap })
 }
 
 pub fn capture(config: &Config) -> crate::capture::shell::Settings {

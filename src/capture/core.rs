@@ -222,8 +222,8 @@ impl Captures {
             .counter("paused", s.paused)
             .counter("over_budget", s.over_budget)
             .counter("too_big", s.too_big)
-            .counter("rings", self.devices.len() as u64)
-            .counter("ring_memory_bytes", self.memory as u64);
+            .gauge("rings", self.devices.len() as u64)
+            .gauge("ring_memory_bytes", self.memory as u64);
         c
     }
 }

@@ -316,5 +316,14 @@ async fn run(
             }
         }
     }
+    let c = state.core.counters();
+    let get = |n: &str| c.get(n, &[]).unwrap_or(0);
+    info!(
+        stored = get("stored"),
+        unknown_device = get("unknown_device"),
+        rings = get("rings"),
+        ring_memory_bytes = get("ring_memory_bytes"),
+        "packet capture stopped"
+    );
     Ok(())
 }

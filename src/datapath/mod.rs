@@ -73,10 +73,9 @@ pub struct Datapath {
     pub wan_index: u32,
     /// Records per queue ring (rounded up to a power of two); [`RING_CAPACITY`] normally.
     pub ring_capacity: usize,
-    /// Bytes of each queue's capture tap (`tap`), 0 for none (capture off), and the bytes of a packet it copies
-    /// at most (0 = all).
+    /// Bytes of each queue's capture tap (`tap`), 0 for none (capture off), and how much of a packet it copies.
     pub tap_bytes: usize,
-    pub tap_snap: usize,
+    pub tap_snap: tap::Snap,
 }
 
 /// What every queue's loop and every handle share.

@@ -19,6 +19,34 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 pub const ENTRY_HEADER: usize = 24;
 
+/// Packets longer than this are "large" for [`Snap::large`]: GSO aggregates (bulk TCP), never an ordinary packet
+/// of a 1,500-byte link.
+pub const LARGE: usize = 1500;
+
+/// How much of each packet the tap copies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snap {
+    /// Bytes of any packet (0 = all).
+    pub all: usize,
+    /// Bytes of a packet longer than [`LARGE`] (0 = as `all`): bulk transfers keep their headers, not their
+    /// payload, so they cost the packet path little and a ring holds far more of their time.
+    pub large: usize,
+}
+
+impl Snap {
+    #[inline]
+    pub fn stored(&self, len: usize) -> usize {
+        let mut n = len;
+        if self.all > 0 {
+            n = n.min(self.all);
+        }
+        if self.large > 0 && len > LARGE {
+            n = n.min(self.large);
+        }
+        n
+    }
+}
+
 #[repr(align(64))]
 struct Padded<T>(T);
 
@@ -57,8 +85,7 @@ pub struct TapProducer {
     enabled: bool,
     /// The staged copy: where its entry starts (after any wrap padding), its stored and original lengths.
     staged: Option<(usize, usize, u32)>,
-    /// Bytes of each packet copied at most (0 = all).
-    pub snap: usize,
+    pub snap: Snap,
 }
 
 pub struct Tap {
@@ -71,7 +98,7 @@ pub struct TapReader {
 }
 
 /// A tap of `bytes` capacity (rounded up to a power of two, at least 4 KiB).
-pub fn tap(bytes: usize, snap: usize) -> (TapProducer, Tap) {
+pub fn tap(bytes: usize, snap: Snap) -> (TapProducer, Tap) {
     let cap = bytes.max(4096).next_power_of_two();
     let inner = Arc::new(Inner {
         buf: (0..cap).map(|_| UnsafeCell::new(0)).collect(),
@@ -122,7 +149,7 @@ impl TapProducer {
         if !self.enabled {
             return false;
         }
-        let stored = if self.snap == 0 { packet.len() } else { packet.len().min(self.snap) };
+        let stored = self.snap.stored(packet.len());
         let need = padded(ENTRY_HEADER + stored);
         let cap = self.inner.cap();
         let offset = self.tail & self.inner.mask;
@@ -262,7 +289,7 @@ mod tests {
 
     #[test]
     fn nothing_is_copied_without_a_reader_and_staged_copies_need_a_commit() {
-        let (mut p, t) = tap(4096, 0);
+        let (mut p, t) = tap(4096, Snap::default());
         assert!(!p.begin());
         assert!(!p.stage(&[1; 10]));
         let mut r = t.subscribe().unwrap();
@@ -280,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_full_ring_drops_and_counts_and_snap_cuts() {
-        let (mut p, t) = tap(4096, 100);
+        let (mut p, t) = tap(4096, Snap { all: 100, large: 0 });
         let mut r = t.subscribe().unwrap();
         p.begin();
         let ip = Ipv4Addr::new(10, 0, 0, 5);
@@ -298,6 +325,15 @@ mod tests {
         assert!(got.iter().all(|(_, _, len, _, d)| *len == 1000 && d.len() == 100));
     }
 
+    #[test]
+    fn large_packets_have_their_own_snap() {
+        let s = Snap { all: 0, large: 128 };
+        assert_eq!((s.stored(1500), s.stored(1501), s.stored(64_000)), (1500, 128, 128));
+        let s = Snap { all: 100, large: 128 };
+        assert_eq!((s.stored(60), s.stored(1000), s.stored(64_000)), (60, 100, 100));
+        assert_eq!(Snap::default().stored(64_000), 64_000);
+    }
+
     proptest! {
         /// Whatever the sizes and the reader's pace, the reader gets exactly the committed copies that fit, in
         /// order, byte for byte, across wrap-arounds.
@@ -305,7 +341,7 @@ mod tests {
         fn copies_arrive_in_order_across_wraps(
             ops in proptest::collection::vec((0usize..1500, any::<bool>(), any::<bool>()), 1..400),
         ) {
-            let (mut p, t) = tap(8192, 0);
+            let (mut p, t) = tap(8192, Snap::default());
             let mut r = t.subscribe().unwrap();
             let mut expected = Vec::new();
             let mut got = Vec::new();
