@@ -35,6 +35,9 @@
 //! `--attempts 3`, `--queues N` (NFQUEUE queues for Gatekeeper: `--nat-queues N` if `gatekeeper run --help` lists
 //! that flag, and the environment variable `GATEKEEPER_NAT_QUEUES=N` in any case; a binary with neither ignores it).
 //!
+//! `--mode capture`: a TCP stream alone and while lan1 downloads its own capture ring back to back
+//! (`capture_bench`), in `--rounds` fresh labs.
+//!
 //! `--mode api`: how long `GET /api/nat` takes, and whether reading it disturbs the packet path. Gatekeeper only, in
 //! `--rounds` fresh labs (default 5); per round: 20 requests from lan1 to the router's web port on an idle NAT
 //! (50 ms apart), 20 during a TCP stream through it (100 ms apart); then a `--seconds` TCP stream alone, and one
@@ -55,7 +58,7 @@ use ipnet::Ipv4Net;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The LAN of the `plain` and `masquerade` setups.
@@ -165,6 +168,7 @@ impl Test {
 enum Mode {
     Throughput,
     Api,
+    Capture,
 }
 
 struct Opts {
@@ -877,12 +881,14 @@ fn report_checks(checks: &[Checks]) -> Vec<String> {
 
 /// One `GET /api/nat` on a new connection (HTTP/1.1, `Connection: close`) from the calling thread's namespace:
 /// the time to the whole response.
-fn get_api_nat(router: Ipv4Addr) -> Result<Duration> {
+fn get_api_nat(router: Ipv4Addr, cookie: &str) -> Result<Duration> {
     use std::io::{Read, Write};
     let start = Instant::now();
     let mut c = std::net::TcpStream::connect_timeout(&(router, 1337).into(), Duration::from_secs(5))?;
     c.set_read_timeout(Some(Duration::from_secs(5)))?;
-    c.write_all(format!("GET /api/nat HTTP/1.1\r\nHost: {router}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    c.write_all(
+        format!("GET /api/nat HTTP/1.1\r\nHost: {router}\r\n{cookie}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
     let mut body = Vec::new();
     c.read_to_end(&mut body)?;
     let took = start.elapsed();
@@ -902,11 +908,12 @@ fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 }
 
 /// `n` requests from lan1, `gap` apart; their times.
-fn api_requests(lab: &Lab, router: Ipv4Addr, n: usize, gap: Duration) -> Result<Vec<Duration>> {
+fn api_requests(lab: &Lab, router: Ipv4Addr, cookie: &str, n: usize, gap: Duration) -> Result<Vec<Duration>> {
+    let cookie = cookie.to_owned();
     lab.in_netns(&lab.client(1), move || {
         (0..n)
             .map(|_| {
-                let t = get_api_nat(router);
+                let t = get_api_nat(router, &cookie);
                 std::thread::sleep(gap);
                 t
             })
@@ -945,25 +952,28 @@ fn api_bench(opts: &Opts) -> Result<()> {
         server.args(["-s", "-B", WAN_ADDR]);
         let _server = Proc::spawn(server, &dir.join("iperf3-server.log"))?;
         wait_listening(&lab, &lab.wan(), 5201)?;
+        // The API needs the admin's session.
+        let cookie = login(&lab, &dir, router)?;
         wait_quiet()?;
         // Idle.
-        let mut i = api_requests(&lab, router, 20, Duration::from_millis(50))?;
+        let mut i = api_requests(&lab, router, &cookie, 20, Duration::from_millis(50))?;
         // During a stream (started in the background, measured from its second second on).
         let mut stream = lab.cmd(&lab.client(1), "iperf3");
         stream.args(["-c", WAN_ADDR, "-t", "4"]).stdout(Stdio::null()).stderr(Stdio::null());
         let mut stream = stream.spawn()?;
         std::thread::sleep(Duration::from_secs(1));
-        let l = api_requests(&lab, router, 20, Duration::from_millis(100));
+        let l = api_requests(&lab, router, &cookie, 20, Duration::from_millis(100));
         stream.wait()?;
         let mut l = l?;
         // Throughput alone, then with a client reading /api/nat back to back.
         let a = tcp_stream(&lab, opts.seconds)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s = stop.clone();
+        let c = cookie.clone();
         let hammer = spawn_in(&lab.client(1), move || {
             let mut times = Vec::new();
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                times.push(get_api_nat(router));
+                times.push(get_api_nat(router, &c));
             }
             times.into_iter().collect::<Result<Vec<_>>>()
         });
@@ -1004,8 +1014,98 @@ fn api_bench(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
+/// Logs in from lan1 with the password Gatekeeper generated in `dir/state`: the session cookie header.
+fn login(lab: &Lab, dir: &Path, router: Ipv4Addr) -> Result<String> {
+    let password = std::fs::read_to_string(dir.join("state").join("admin-password"))?;
+    let body = serde_json::json!({ "password": password.trim() }).to_string();
+    let url = format!("http://{router}:1337/api/login");
+    let head = lab.run(
+        &lab.client(1),
+        &["curl", "-s", "-m5", "-D", "-", "-o", "/dev/null", "-H", "Content-Type: application/json", "-d", &body, &url],
+    )?;
+    let cookie = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("set-cookie: gk_session=").map(str::to_owned))
+        .and_then(|v| v.split(';').next().map(str::to_owned))
+        .context("no session cookie in the login answer")?;
+    Ok(format!("Cookie: gk_session={cookie}"))
+}
+
+/// `--mode capture`: whether downloading a device's capture disturbs the packet path. Per round, a fresh lab with
+/// capture on (lan1 a known device): a TCP stream alone, then one while lan1 downloads its own ring as pcapng back
+/// to back (each a 5 MiB snapshot of the stream's packets). Medians over the rounds.
+fn capture_bench(opts: &Opts) -> Result<()> {
+    let (mut alone, mut loaded, mut per_sec, mut sizes, mut times) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=opts.rounds {
+        let lab = Lab::new(LabOptions { clients: 1, host_link: false })?;
+        let dir = lab.dir().join("bench");
+        std::fs::create_dir_all(&dir)?;
+        let (_gateway, subnet, router) = start_gatekeeper(&lab, &dir, opts, Setup::Gatekeeper)?;
+        lan_client(&lab, subnet, router)?;
+        let mut server = lab.cmd(&lab.wan(), "iperf3");
+        server.args(["-s", "-B", WAN_ADDR]);
+        let _server = Proc::spawn(server, &dir.join("iperf3-server.log"))?;
+        wait_listening(&lab, &lab.wan(), 5201)?;
+        let cookie = login(&lab, &dir, router)?;
+        let url = format!("http://{router}:1337/api/devices/{}/capture.pcapng", lab.client_mac(1)?);
+        wait_quiet()?;
+        let a = tcp_stream(&lab, opts.seconds)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let ns = lab.client(1);
+        let downloader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &ns, "curl", "-sf", "-m30", "-o", "/dev/null", "-w"])
+                    .args(["%{size_download} %{time_total}", "-H", &cookie, &url])
+                    .output();
+                let Ok(out) = out else { continue };
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let mut f = text.split(' ');
+                if let (Some(Ok(size)), Some(Ok(t))) =
+                    (f.next().map(str::parse::<f64>), f.next().map(str::parse::<f64>))
+                {
+                    got.push((size, t));
+                }
+            }
+            got
+        });
+        let start = Instant::now();
+        let l = tcp_stream(&lab, opts.seconds)?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let got = downloader.join().map_err(|_| anyhow::anyhow!("the downloader panicked"))?;
+        let rate = got.len() as f64 / start.elapsed().as_secs_f64();
+        let mut s: Vec<f64> = got.iter().map(|g| g.0 / 1e6).collect();
+        let mut t: Vec<f64> = got.iter().map(|g| g.1 * 1e3).collect();
+        eprintln!(
+            "round {round}: stream {:.2} Gbit/s alone, {:.2} with {} downloads ({rate:.1}/s, each {:.1} MB in {:.0} ms)",
+            a / 1e9,
+            l / 1e9,
+            got.len(),
+            median(&mut s),
+            median(&mut t)
+        );
+        anyhow::ensure!(!got.is_empty(), "no download completed during the stream");
+        alone.push(a / 1e9);
+        loaded.push(l / 1e9);
+        per_sec.push(rate);
+        sizes.extend(s);
+        times.extend(t);
+    }
+    println!("\nCapture downloads during a TCP stream, {} rounds, {} s streams:", opts.rounds, opts.seconds);
+    println!("| measure | median |\n|---|---|");
+    let (a, l) = (median(&mut alone), median(&mut loaded));
+    println!("| TCP 1 stream, capture on | {a:.2} Gbit/s |");
+    println!("| TCP 1 stream while its ring downloads back to back | {l:.2} Gbit/s ({:.2}x) |", l / a);
+    println!("| ... downloads per second meanwhile | {:.1} |", median(&mut per_sec));
+    println!("| ... each download | {:.1} MB in {:.0} ms |", median(&mut sizes), median(&mut times));
+    Ok(())
+}
+
 const USAGE: &str = "Usage: sudo bench/nat.sh [--seconds 10] [--tests tcp1,tcp4,udp64] \
-                     [--setups plain,masquerade,gatekeeper] [--attempts 3] [--queues N] [--mode throughput|api]                      [--rounds 5] [--gatekeeper PATH]";
+                     [--setups plain,masquerade,gatekeeper] [--attempts 3] [--queues N] [--mode throughput|api|capture]                      [--rounds 5] [--gatekeeper PATH]";
 
 fn main() -> Result<()> {
     let mut opts = Opts {
@@ -1028,6 +1128,7 @@ fn main() -> Result<()> {
                 opts.mode = match v.as_str() {
                     "throughput" => Mode::Throughput,
                     "api" => Mode::Api,
+                    "capture" => Mode::Capture,
                     m => bail!("unknown mode {m}\n{USAGE}"),
                 }
             }
@@ -1040,6 +1141,9 @@ fn main() -> Result<()> {
     }
     if opts.mode == Mode::Api {
         return api_bench(&opts);
+    }
+    if opts.mode == Mode::Capture {
+        return capture_bench(&opts);
     }
     if let Some(q) = opts.queues {
         eprintln!(

@@ -253,6 +253,30 @@ fn the_web_ui_in_a_browser_logs_in_shows_devices_live_and_history_keeps_changes_
     b.open("/dns?q=onerror");
     assert_text_not_markup(&mut b, "#dns-log", HOSTILE_QUERY);
 
+    // The device page's capture: its ring's status, a download the browser can fetch (a pcapng file), the live
+    // packet view (the sender's datagrams, and a DNS lookup with a hostile name shown as text), pause and resume.
+    b.open(&format!("/devices/{mac2}"));
+    b.wait("() => /packets/.test(document.querySelector('#capture-status')?.textContent ?? '')", 10);
+    b.wait("() => document.querySelector('#capture-live-state')?.textContent === 'live'", 10);
+    b.wait(
+        "() => [...document.querySelectorAll('#capture-live tr[data-proto=\"UDP\"]')].some(r => \
+         r.dataset.dir === 'out' && r.textContent.includes(':5683'))",
+        10,
+    );
+    lab.run(&lab.client(2), &["dig", "+short", "+tries=1", "@10.0.0.1", HOSTILE_QUERY, "A"]).unwrap();
+    assert_text_not_markup(&mut b, "#capture-live", &format!("DNS A {HOSTILE_QUERY}"));
+    let magic = b.eval(
+        "() => fetch(document.querySelector('#capture-download').href).then(r => r.arrayBuffer()).then(a => \
+         [...new Uint8Array(a.slice(0, 4))].map(x => x.toString(16)).join(' ') + ' ' + a.byteLength)",
+    );
+    let magic = magic.as_str().unwrap().to_owned();
+    assert!(magic.starts_with("a d d a "), "not a pcapng file: {magic}");
+    println!("capture download from the page: {magic}");
+    b.click("#capture-toggle");
+    b.wait("() => /paused/i.test(document.querySelector('#capture-status')?.textContent ?? '')", 10);
+    b.click("#capture-toggle");
+    b.wait("() => !/paused/i.test(document.querySelector('#capture-status')?.textContent ?? '')", 10);
+
     // The admin renames a device (markup as its name) and makes another's lease static.
     b.open(&format!("/devices/{mac2}"));
     b.fill("#rename-input", HOSTILE_NAME);

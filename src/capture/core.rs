@@ -66,6 +66,9 @@ pub struct Captures {
     /// Paused before the device's ring existed (or while it did not).
     paused: std::collections::HashSet<Mac>,
     by_ip: HashMap<Ipv4Addr, Mac>,
+    /// The last address looked up and its device: packets come in runs of one device's (a batch of a flow), so
+    /// most skip the table.
+    last: Option<(Ipv4Addr, Mac)>,
     memory: usize,
     stats: Stats,
 }
@@ -77,6 +80,7 @@ impl Captures {
             devices: HashMap::new(),
             paused: Default::default(),
             by_ip: HashMap::new(),
+            last: None,
             memory: 0,
             stats: Stats::default(),
         }
@@ -84,15 +88,18 @@ impl Captures {
 
     pub fn set_host(&mut self, ip: Ipv4Addr, mac: Mac) {
         self.by_ip.insert(ip, mac);
+        self.last = None;
     }
 
     /// The address is nobody's now (a lease ended): the device keeps its ring, it is just not found by this address.
     pub fn remove_host(&mut self, ip: Ipv4Addr) {
         self.by_ip.remove(&ip);
+        self.last = None;
     }
 
     pub fn set_hosts(&mut self, all: impl IntoIterator<Item = (Ipv4Addr, Mac)>) {
         self.by_ip = all.into_iter().collect();
+        self.last = None;
     }
 
     pub fn mac_of(&self, ip: Ipv4Addr) -> Option<Mac> {
@@ -122,38 +129,58 @@ impl Captures {
     ) -> Option<Mac> {
         let mac = match key {
             Key::Mac(m) => m,
-            Key::Ip(ip) => match self.by_ip.get(&ip) {
-                Some(m) => *m,
-                None => {
-                    self.stats.unknown_device += 1;
-                    return None;
-                }
+            Key::Ip(ip) => match self.last {
+                Some((last, m)) if last == ip => m,
+                _ => match self.by_ip.get(&ip) {
+                    Some(m) => {
+                        self.last = Some((ip, *m));
+                        *m
+                    }
+                    None => {
+                        self.stats.unknown_device += 1;
+                        return None;
+                    }
+                },
             },
         };
-        if !self.devices.contains_key(&mac) {
-            let (bytes, snap) = self.settings(&mac);
-            if bytes == 0 {
-                self.stats.not_captured += 1;
-                return None;
-            }
-            if self.memory + bytes > self.cfg.total_bytes {
-                self.stats.over_budget += 1;
-                return None;
-            }
-            self.memory += bytes;
-            let paused = self.paused.contains(&mac);
-            self.devices.insert(mac, Device { ring: Ring::new(bytes), snap, paused });
+        if let Some(d) = self.devices.get_mut(&mac) {
+            return Self::store(&mut self.stats, d, mac, time_us, dir, origin, data, len);
         }
-        let d = self.devices.get_mut(&mac).expect("inserted above");
+        let (bytes, snap) = self.settings(&mac);
+        if bytes == 0 {
+            self.stats.not_captured += 1;
+            return None;
+        }
+        if self.memory + bytes > self.cfg.total_bytes {
+            self.stats.over_budget += 1;
+            return None;
+        }
+        self.memory += bytes;
+        let paused = self.paused.contains(&mac);
+        let d = self.devices.entry(mac).or_insert(Device { ring: Ring::new(bytes), snap, paused });
+        Self::store(&mut self.stats, d, mac, time_us, dir, origin, data, len)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        stats: &mut Stats,
+        d: &mut Device,
+        mac: Mac,
+        time_us: u64,
+        dir: Direction,
+        origin: Origin,
+        data: &[u8],
+        len: u32,
+    ) -> Option<Mac> {
         if d.paused {
-            self.stats.paused += 1;
+            stats.paused += 1;
             return None;
         }
         if d.ring.push_cut(time_us, dir, origin, data, len, d.snap) {
-            self.stats.stored += 1;
+            stats.stored += 1;
             Some(mac)
         } else {
-            self.stats.too_big += 1;
+            stats.too_big += 1;
             None
         }
     }

@@ -111,6 +111,9 @@ struct State {
 impl State {
     fn push(&mut self, key: Key, time_us: u64, dir: Direction, origin: Origin, data: &[u8], len: u32) {
         let Some(mac) = self.core.push(key, time_us, dir, origin, data, len) else { return };
+        if self.live.is_empty() {
+            return;
+        }
         let Some(feed) = self.live.get_mut(&mac) else { return };
         if feed.tx.receiver_count() == 0 {
             self.live.remove(&mac);
