@@ -938,20 +938,27 @@ fn median(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// A fresh lab with Gatekeeper (capture on, lan1 a known device) and an iperf3 server in `wan`: the lab, its
+/// bench directory, the gateway, its LAN address and the server.
+fn gatekeeper_lab(opts: &Opts) -> Result<(Lab, std::path::PathBuf, Proc, Ipv4Addr, Proc)> {
+    let lab = Lab::new(LabOptions { clients: 1, host_link: false })?;
+    let dir = lab.dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let (gateway, subnet, router) = start_gatekeeper(&lab, &dir, opts, Setup::Gatekeeper)?;
+    lan_client(&lab, subnet, router)?;
+    let mut server = lab.cmd(&lab.wan(), "iperf3");
+    server.args(["-s", "-B", WAN_ADDR]);
+    let server = Proc::spawn(server, &dir.join("iperf3-server.log"))?;
+    wait_listening(&lab, &lab.wan(), 5201)?;
+    Ok((lab, dir, gateway, router, server))
+}
+
 /// `--mode api` (see the module's notes).
 fn api_bench(opts: &Opts) -> Result<()> {
     let (mut idle, mut loaded, mut hammering) = (Vec::new(), Vec::new(), Vec::new());
     let (mut alone, mut hammered, mut per_sec) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=opts.rounds {
-        let lab = Lab::new(LabOptions { clients: 1, host_link: false })?;
-        let dir = lab.dir().join("bench");
-        std::fs::create_dir_all(&dir)?;
-        let (_gateway, subnet, router) = start_gatekeeper(&lab, &dir, opts, Setup::Gatekeeper)?;
-        lan_client(&lab, subnet, router)?;
-        let mut server = lab.cmd(&lab.wan(), "iperf3");
-        server.args(["-s", "-B", WAN_ADDR]);
-        let _server = Proc::spawn(server, &dir.join("iperf3-server.log"))?;
-        wait_listening(&lab, &lab.wan(), 5201)?;
+        let (lab, dir, _gateway, router, _server) = gatekeeper_lab(opts)?;
         // The API needs the admin's session.
         let cookie = login(&lab, &dir, router)?;
         wait_quiet()?;
@@ -1038,15 +1045,7 @@ fn capture_bench(opts: &Opts) -> Result<()> {
     let (mut alone, mut loaded, mut per_sec, mut sizes, mut times) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=opts.rounds {
-        let lab = Lab::new(LabOptions { clients: 1, host_link: false })?;
-        let dir = lab.dir().join("bench");
-        std::fs::create_dir_all(&dir)?;
-        let (_gateway, subnet, router) = start_gatekeeper(&lab, &dir, opts, Setup::Gatekeeper)?;
-        lan_client(&lab, subnet, router)?;
-        let mut server = lab.cmd(&lab.wan(), "iperf3");
-        server.args(["-s", "-B", WAN_ADDR]);
-        let _server = Proc::spawn(server, &dir.join("iperf3-server.log"))?;
-        wait_listening(&lab, &lab.wan(), 5201)?;
+        let (lab, dir, _gateway, router, _server) = gatekeeper_lab(opts)?;
         let cookie = login(&lab, &dir, router)?;
         let url = format!("http://{router}:1337/api/devices/{}/capture.pcapng", lab.client_mac(1)?);
         wait_quiet()?;
