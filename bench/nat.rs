@@ -1038,67 +1038,84 @@ fn login(lab: &Lab, dir: &Path, router: Ipv4Addr) -> Result<String> {
     Ok(format!("Cookie: gk_session={cookie}"))
 }
 
+/// A TCP stream from lan1 for `seconds` while lan1 downloads `url` (with `cookie`) again and again, `gap` after
+/// each: the stream's bits/s, and each download's (bytes, seconds).
+fn stream_while_downloading(
+    lab: &Lab,
+    url: &str,
+    cookie: &str,
+    gap: Duration,
+    seconds: u64,
+) -> Result<(f64, Vec<(f64, f64)>)> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, ns, url, cookie) = (stop.clone(), lab.client(1), url.to_owned(), cookie.to_owned());
+    let downloader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, "curl", "-sf", "-m30", "-o", "/dev/null", "-w"])
+                .args(["%{size_download} %{time_total}", "-H", &cookie, &url])
+                .output();
+            let Ok(out) = out else { continue };
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut f = text.split(' ');
+            if let (Some(Ok(size)), Some(Ok(t))) = (f.next().map(str::parse::<f64>), f.next().map(str::parse::<f64>)) {
+                got.push((size, t));
+            }
+            std::thread::sleep(gap);
+        }
+        got
+    });
+    let rate = tcp_stream(lab, seconds);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = downloader.join().map_err(|_| anyhow::anyhow!("the downloader panicked"))?;
+    anyhow::ensure!(!got.is_empty(), "no download completed during the stream");
+    Ok((rate?, got))
+}
+
 /// `--mode capture`: whether downloading a device's capture disturbs the packet path. Per round, a fresh lab with
-/// capture on (lan1 a known device): a TCP stream alone, then one while lan1 downloads its own ring as pcapng back
-/// to back (each a 5 MiB snapshot of the stream's packets). Medians over the rounds.
+/// capture on (lan1 a known device): a TCP stream alone, one while lan1 downloads its own ring as pcapng once a
+/// second (each a 5 MiB snapshot of the stream's packets), and one while it downloads back to back. Medians over
+/// the rounds.
 fn capture_bench(opts: &Opts) -> Result<()> {
-    let (mut alone, mut loaded, mut per_sec, mut sizes, mut times) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut alone, mut paced, mut flat_out, mut per_sec, mut sizes, mut times) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=opts.rounds {
         let (lab, dir, _gateway, router, _server) = gatekeeper_lab(opts)?;
         let cookie = login(&lab, &dir, router)?;
         let url = format!("http://{router}:1337/api/devices/{}/capture.pcapng", lab.client_mac(1)?);
         wait_quiet()?;
         let a = tcp_stream(&lab, opts.seconds)?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let s = stop.clone();
-        let ns = lab.client(1);
-        let downloader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                let out = Command::new("ip")
-                    .args(["netns", "exec", &ns, "curl", "-sf", "-m30", "-o", "/dev/null", "-w"])
-                    .args(["%{size_download} %{time_total}", "-H", &cookie, &url])
-                    .output();
-                let Ok(out) = out else { continue };
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                let mut f = text.split(' ');
-                if let (Some(Ok(size)), Some(Ok(t))) =
-                    (f.next().map(str::parse::<f64>), f.next().map(str::parse::<f64>))
-                {
-                    got.push((size, t));
-                }
-            }
-            got
-        });
+        let (p, _) = stream_while_downloading(&lab, &url, &cookie, Duration::from_secs(1), opts.seconds)?;
         let start = Instant::now();
-        let l = tcp_stream(&lab, opts.seconds)?;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let got = downloader.join().map_err(|_| anyhow::anyhow!("the downloader panicked"))?;
+        let (f, got) = stream_while_downloading(&lab, &url, &cookie, Duration::ZERO, opts.seconds)?;
         let rate = got.len() as f64 / start.elapsed().as_secs_f64();
         let mut s: Vec<f64> = got.iter().map(|g| g.0 / 1e6).collect();
         let mut t: Vec<f64> = got.iter().map(|g| g.1 * 1e3).collect();
         eprintln!(
-            "round {round}: stream {:.2} Gbit/s alone, {:.2} with {} downloads ({rate:.1}/s, each {:.1} MB in {:.0} ms)",
+            "round {round}: stream {:.2} Gbit/s alone, {:.2} with a download a second, {:.2} with {} back to back \
+             ({rate:.1}/s, each {:.1} MB in {:.0} ms)",
             a / 1e9,
-            l / 1e9,
+            p / 1e9,
+            f / 1e9,
             got.len(),
             median(&mut s),
             median(&mut t)
         );
-        anyhow::ensure!(!got.is_empty(), "no download completed during the stream");
         alone.push(a / 1e9);
-        loaded.push(l / 1e9);
+        paced.push(p / 1e9);
+        flat_out.push(f / 1e9);
         per_sec.push(rate);
         sizes.extend(s);
         times.extend(t);
     }
     println!("\nCapture downloads during a TCP stream, {} rounds, {} s streams:", opts.rounds, opts.seconds);
     println!("| measure | median |\n|---|---|");
-    let (a, l) = (median(&mut alone), median(&mut loaded));
+    let (a, p, f) = (median(&mut alone), median(&mut paced), median(&mut flat_out));
     println!("| TCP 1 stream, capture on | {a:.2} Gbit/s |");
-    println!("| TCP 1 stream while its ring downloads back to back | {l:.2} Gbit/s ({:.2}x) |", l / a);
-    println!("| ... downloads per second meanwhile | {:.1} |", median(&mut per_sec));
+    println!("| ... while its ring downloads once a second | {p:.2} Gbit/s ({:.2}x) |", p / a);
+    println!("| ... while its ring downloads back to back | {f:.2} Gbit/s ({:.2}x) |", f / a);
+    println!("| ... downloads per second then | {:.1} |", median(&mut per_sec));
     println!("| ... each download | {:.1} MB in {:.0} ms |", median(&mut sizes), median(&mut times));
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The capture API: a device's ring as pcapng or pcap (`GET /api/devices/MAC/capture.pcapng?from=&to=&remote=
 //! &port=&proto=`, `.pcap`), its status (`GET /api/devices/MAC/capture`), pause, resume and clear (`POST` with
-//! `{"action": ...}`, admin), and its live packets (`/api/devices/MAC/packets`, WebSocket). All of it needs the
+//! `{"action": ...}`, admin), the counters (`GET /api/capture`), and its live packets (`/api/devices/MAC/packets`, WebSocket). All of it needs the
 //! admin's session even when the UI is readable without one (`session::private`).
 //!
 //! A download copies the ring once (the capture thread's memcpy; the packet path's taps buffer meanwhile), then
@@ -30,6 +30,7 @@ static SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::ne
 
 pub fn routes() -> Router<Web> {
     Router::new()
+        .route("/api/capture", get(counters))
         .route("/api/devices/{mac}/capture", get(status).post(change))
         .route("/api/devices/{mac}/{file}", get(download_or_live))
 }
@@ -40,6 +41,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 fn off() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "packet capture is off ([capture] ring_mb = 0) or not running")
+}
+
+/// `GET /api/capture`: packets stored, refused (unknown device, off, paused, over the memory budget), rings and
+/// their memory, the DNS/DHCP feed's drops. The packet path's tap drops are in `/api/nat`.
+async fn counters(State(web): State<Web>) -> Response {
+    Json(serde_json::json!({ "counters": web.handles.capture.counters().await })).into_response()
 }
 
 async fn status(State(web): State<Web>, Path(mac): Path<String>) -> Response {
