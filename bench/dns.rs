@@ -55,7 +55,10 @@ const CACHE_SIZE: usize = 100_000;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Server {
-    Gatekeeper,
+    /// `capture: false`: packet capture off (`[capture] ring_mb = 0`), so the DNS thread feeds it nothing.
+    Gatekeeper {
+        capture: bool,
+    },
     Dnsmasq,
     Unbound {
         threads: u32,
@@ -67,7 +70,8 @@ enum Server {
 impl Server {
     fn name(self) -> String {
         match self {
-            Server::Gatekeeper => "gatekeeper".into(),
+            Server::Gatekeeper { capture: true } => "gatekeeper".into(),
+            Server::Gatekeeper { capture: false } => "gatekeeper (capture off)".into(),
             Server::Dnsmasq => "dnsmasq".into(),
             Server::Unbound { threads: 1 } => "unbound".into(),
             Server::Unbound { threads } => format!("unbound ({threads} threads)"),
@@ -76,12 +80,13 @@ impl Server {
     }
     fn parse(s: &str) -> Result<Server> {
         Ok(match s {
-            "gatekeeper" => Server::Gatekeeper,
+            "gatekeeper" => Server::Gatekeeper { capture: true },
+            "gatekeeper-nocapture" => Server::Gatekeeper { capture: false },
             "dnsmasq" => Server::Dnsmasq,
             "unbound" => Server::Unbound { threads: 1 },
             "unbound2" => Server::Unbound { threads: 2 },
             "floor" => Server::Floor,
-            o => bail!("unknown server {o} (gatekeeper, dnsmasq, unbound, unbound2, floor)"),
+            o => bail!("unknown server {o} (gatekeeper, gatekeeper-nocapture, dnsmasq, unbound, unbound2, floor)"),
         })
     }
 }
@@ -232,14 +237,21 @@ fn start_server(lab: &Lab, server: Server, dir: &Path, opts: &Opts) -> Result<Pr
     let gw = lab.gw();
     // Behind the router firewall, a peer's upstream queries must leave from the router's own ports (61000-65535),
     // the only ones the rules let answers in on without the NAT.
-    let ports =
-        if opts.router_firewall && server != Server::Gatekeeper { Some(install_router_firewall(lab)?) } else { None };
+    let ports = if opts.router_firewall && !matches!(server, Server::Gatekeeper { .. }) {
+        Some(install_router_firewall(lab)?)
+    } else {
+        None
+    };
     let p = match server {
-        Server::Gatekeeper => {
+        Server::Gatekeeper { capture } => {
             let state = dir.join("state");
             std::fs::create_dir_all(&state)?;
             let config = dir.join("gatekeeper.toml");
-            std::fs::write(&config, format!("[dns]\nupstreams = [\"{WAN_ADDR}:53\"]\ncache_size = {CACHE_SIZE}\n"))?;
+            let off = if capture { "" } else { "[capture]\nring_mb = 0\n" };
+            std::fs::write(
+                &config,
+                format!("[dns]\nupstreams = [\"{WAN_ADDR}:53\"]\ncache_size = {CACHE_SIZE}\n{off}"),
+            )?;
             let exe = std::env::current_exe()?.parent().unwrap().parent().unwrap().join("gatekeeper");
             let mut c = lab.cmd(&gw, exe);
             c.args(["run", "--lan", "gw-lan1", "--subnet", "10.0.0.0/24", "--state-dir"])
@@ -619,7 +631,7 @@ fn main() -> Result<()> {
         outstanding: 200,
         uncached: 1_000_000,
         runs: Run::ALL.to_vec(),
-        servers: vec![Server::Gatekeeper, Server::Dnsmasq, Server::Unbound { threads: 1 }],
+        servers: vec![Server::Gatekeeper { capture: true }, Server::Dnsmasq, Server::Unbound { threads: 1 }],
         percentiles: true,
         attempts: 3,
         rounds: 1,
@@ -706,7 +718,7 @@ fn print_table(results: &[Outcome], runs: &[Run], opts: &Opts) {
         let rows: Vec<&Outcome> = results.iter().filter(|r| r.run == run).collect();
         let cpu = |r: &Outcome| r.cpu_secs * 1e6 / r.completed.max(1) as f64;
         // The floor is a reference, not a peer.
-        let peers = rows.iter().filter(|r| !matches!(r.server, Server::Gatekeeper | Server::Floor));
+        let peers = rows.iter().filter(|r| !matches!(r.server, Server::Gatekeeper { .. } | Server::Floor));
         let best_qps = peers.clone().map(|r| r.qps).fold(0.0, f64::max);
         let best_cpu = peers.map(|r| cpu(r)).fold(f64::INFINITY, f64::min);
         for r in rows {
