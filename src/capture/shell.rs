@@ -1,5 +1,5 @@
-//! The capture thread: it drains the packet path's taps (every millisecond while packets flow, backing off to
-//! 20 ms when idle) and the DNS and DHCP shells' feed into the devices' rings (`core`), follows the hosts table,
+//! The capture thread: it drains the packet path's taps and the DNS and DHCP shells' feed (every millisecond
+//! while packets flow, backing off to 20 ms when idle) into the devices' rings (`core`), follows the hosts table,
 //! and answers the rest of the program through [`CaptureHandle`]: status, snapshots for downloads (a memory copy
 //! of one ring; the packet path never waits for it, its taps buffer meanwhile), pause, resume, clear, forget, and
 //! the live view's lines for devices someone watches, at most [`LIVE_PER_SEC`] a second each.
@@ -27,7 +27,7 @@ pub const LIVE_PER_SEC: u32 = 50;
 /// Lines a live subscriber may fall behind by before it misses some (it is told how many).
 const LIVE_CAPACITY: usize = 256;
 /// Packets the DNS and DHCP shells may queue for the thread before they are dropped (counted).
-const FEED_CAPACITY: usize = 4096;
+const FEED_CAPACITY: usize = 16_384;
 const BUSY_POLL: Duration = Duration::from_millis(1);
 const IDLE_POLL: Duration = Duration::from_millis(20);
 
@@ -296,10 +296,6 @@ async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(job) = jobs.recv() => job(&mut state),
-            Some(l) = locals.recv() => {
-                let len = l.packet.len() as u32;
-                state.push(l.key, l.time_us, l.dir, l.origin, &l.packet, len);
-            }
             u = host_changes.next(), if hosts_open => {
                 if matches!(u, Update::Closed) {
                     hosts_open = false;
@@ -315,7 +311,15 @@ async fn run(
                         info!(queues = taps.len(), "packet capture reads the packet path's taps");
                     }
                 }
-                wait = if drain(&mut state, &mut taps) > 0 { BUSY_POLL } else { (wait * 2).min(IDLE_POLL) };
+                // The feed is read here too, never awaited: a DNS flood then costs one wake-up per poll, not one
+                // per packet (bench/dns: CPU per cached answer 1.8 -> 4.1 us when each one woke this thread).
+                let mut n = drain(&mut state, &mut taps);
+                while let Ok(l) = locals.try_recv() {
+                    let len = l.packet.len() as u32;
+                    state.push(l.key, l.time_us, l.dir, l.origin, &l.packet, len);
+                    n += 1;
+                }
+                wait = if n > 0 { BUSY_POLL } else { (wait * 2).min(IDLE_POLL) };
             }
         }
     }
