@@ -123,6 +123,10 @@ impl Inner {
 
     /// SAFETY: the caller owns `[at, at + bytes.len())` (see the impl's comment) and it does not cross the end.
     unsafe fn write(&self, at: usize, bytes: &[u8]) {
+        // An empty copy may start at the very end (an entry of only a header that fills the buffer).
+        if bytes.is_empty() {
+            return;
+        }
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.buf[at].get(), bytes.len()) }
     }
 
@@ -323,6 +327,20 @@ mod tests {
         assert_eq!((kept, t.dropped()), (32, 68));
         let got = collect(&mut r);
         assert!(got.iter().all(|(_, _, len, _, d)| *len == 1000 && d.len() == 100));
+    }
+
+    #[test]
+    fn an_empty_copy_that_ends_the_buffer() {
+        // Found by the property test below: 4072 + 24 bytes end exactly at the buffer's end.
+        let (mut p, t) = tap(4096, Snap::default());
+        let mut r = t.subscribe().unwrap();
+        p.begin();
+        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        p.copy(&[7; 4048], 1, ip, true); // 4072 bytes with its header
+        p.copy(&[], 2, ip, true); // 24 bytes: 4072..4096
+        p.publish();
+        let got = collect(&mut r);
+        assert_eq!(got.iter().map(|g| g.4.len()).collect::<Vec<_>>(), vec![4048, 0]);
     }
 
     #[test]
