@@ -16,6 +16,7 @@ pub mod nat;
 pub mod net;
 pub mod ports;
 pub mod state;
+pub mod thread;
 pub mod traffic;
 pub mod types;
 pub mod views;

@@ -8,7 +8,7 @@ mod common;
 use common::{config_file, start_ready, state_dir};
 use gatekeeper::lab::{DhcpClient, Lab, WAN_ADDR, field, test_zone};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,23 +104,7 @@ fn status(lab: &Lab, ns: &str, mac: &str) -> serde_json::Value {
 
 /// A TCP echo server on the remote, until `stop`.
 fn tcp_echo(lab: &Lab, stop: Arc<AtomicBool>) {
-    common::spawn_in(&lab.wan(), move || {
-        let l = TcpListener::bind((REMOTE, 7000)).unwrap();
-        l.set_nonblocking(true).unwrap();
-        while !stop.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((mut c, _)) => {
-                    c.set_nonblocking(false).unwrap();
-                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                    let mut b = [0u8; 64];
-                    if let Ok(n) = c.read(&mut b) {
-                        let _ = c.write_all(&b[..n]);
-                    }
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
+    common::tcp_echo(&lab.wan(), std::net::SocketAddrV4::new(REMOTE, 7000), stop);
     std::thread::sleep(Duration::from_millis(100));
 }
 

@@ -9,7 +9,7 @@ use gatekeeper::lab::Lab;
 use gatekeeper::nat::{L4, Nat, NatConfig, PacketRecord, Verdict, Way};
 use gatekeeper::net::firewall::{self, Rules};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,24 +78,7 @@ fn gateway(lab: &Lab, stop: Arc<AtomicBool>) -> NatHandle {
 /// TCP (7000) and UDP (7001) echo servers on the remote; the UDP one also reports the peers it saw.
 fn echo_servers(lab: &Lab, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<SocketAddr>>> {
     let peers = Arc::new(Mutex::new(Vec::new()));
-    let s1 = stop.clone();
-    common::spawn_in(&lab.wan(), move || {
-        let l = TcpListener::bind((REMOTE, 7000)).unwrap();
-        l.set_nonblocking(true).unwrap();
-        while !s1.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((mut c, _)) => {
-                    c.set_nonblocking(false).unwrap();
-                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                    let mut b = [0u8; 64];
-                    if let Ok(n) = c.read(&mut b) {
-                        let _ = c.write_all(&b[..n]);
-                    }
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
+    common::tcp_echo(&lab.wan(), std::net::SocketAddrV4::new(REMOTE, 7000), stop.clone());
     let p = peers.clone();
     common::spawn_in(&lab.wan(), move || {
         let u = UdpSocket::bind((REMOTE, 7001)).unwrap();

@@ -12,7 +12,7 @@ use crate::datapath::NatHandle;
 use crate::datapath::tap::TapReader;
 use crate::hosts::{Change, Hosts, Update};
 use crate::types::{Mac, Time};
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -241,18 +241,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> (CaptureHandle, impl Future<Output = Result<()>>) {
     let (jobs, rx) = mpsc::channel(32);
-    let task = async move {
-        let (done_tx, done_rx) = oneshot::channel();
-        std::thread::Builder::new().name("capture".into()).spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(run(settings, hosts, nat, rx, feed, shutdown)));
-            let _ = done_tx.send(result);
-        })?;
-        done_rx.await.unwrap_or_else(|_| Err(anyhow!("the capture thread panicked")))
-    };
+    let task = crate::thread::on_own_thread("capture", move || run(settings, hosts, nat, rx, feed, shutdown));
     (CaptureHandle { jobs }, task)
 }
 

@@ -287,6 +287,9 @@ fn run_queue(
         if n > 0 {
             let recording = records.begin();
             let tapping = tap.as_mut().is_some_and(|t| t.begin());
+            // One capture timestamp per batch: every packet of it had arrived by the receive, and a clock read per
+            // packet would say only when it was processed.
+            let now_us = if tapping { Time::now_us() } else { 0 };
             let mut nat = shared.nat();
             for i in 0..n {
                 let p = q.packet(i);
@@ -311,7 +314,7 @@ fn run_queue(
                     records.push(record);
                 }
                 if tapping && let Some(t) = tap.as_mut() {
-                    capture_copy(t, direction, verdict, &record, p.payload);
+                    capture_copy(t, direction, verdict, &record, p.payload, now_us);
                 }
                 decisions.push(match verdict {
                     // Before routing, the translated packet goes round the hook again with our mark, which the
@@ -368,11 +371,17 @@ fn run_queue(
 /// reached a device (inbound, or hairpinned to another device) as it arrives there, translated. Packets to the
 /// router itself are nobody's.
 #[inline]
-fn capture_copy(t: &mut TapProducer, direction: Direction, verdict: Verdict, record: &PacketRecord, packet: &[u8]) {
+fn capture_copy(
+    t: &mut TapProducer,
+    direction: Direction,
+    verdict: Verdict,
+    record: &PacketRecord,
+    packet: &[u8],
+    now: u64,
+) {
     if matches!(verdict, Verdict::Local) {
         return;
     }
-    let now = Time::now_us();
     match direction {
         Direction::Outbound => {
             t.commit(now, record.device, true);

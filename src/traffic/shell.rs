@@ -124,16 +124,7 @@ async fn serve(
     jobs: mpsc::Receiver<Job>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let (done_tx, done_rx) = oneshot::channel();
-    std::thread::Builder::new().name("traffic".into()).spawn(move || {
-        let result = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(run(settings, hosts, nat, jobs, shutdown)));
-        let _ = done_tx.send(result);
-    })?;
-    done_rx.await.unwrap_or_else(|_| Err(anyhow!("the traffic thread panicked")))
+    crate::thread::on_own_thread("traffic", move || run(settings, hosts, nat, jobs, shutdown)).await
 }
 
 /// Loads the snapshot, if any; a damaged one is reported, kept aside as `<name>.bad`, and what it held restored.

@@ -140,3 +140,26 @@ pub fn api_get(lab: &Lab, ns: &str, path: &str) -> String {
     let url = format!("http://10.0.0.1:1337{path}");
     lab.run(ns, &["curl", "-sf", "-m5", "-H", &cookie, &url]).unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
 }
+
+/// A TCP echo server on `addr` in namespace `ns`: each connection's first read (up to 64 bytes) is written back.
+/// Runs until `stop`.
+pub fn tcp_echo(ns: &str, addr: std::net::SocketAddrV4, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{Read, Write};
+    spawn_in(ns, move || {
+        let l = std::net::TcpListener::bind(addr).unwrap();
+        l.set_nonblocking(true).unwrap();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut b = [0u8; 64];
+                    if let Ok(n) = c.read(&mut b) {
+                        let _ = c.write_all(&b[..n]);
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+}
