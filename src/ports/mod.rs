@@ -1,6 +1,7 @@
-//! Ports of the WAN address: explicit port forwards (and, to come, the WAN port inventory and the port mapping
-//! protocols).
+//! Ports of the WAN address: explicit port forwards, the port mapping protocols' interface (and, to come, the WAN
+//! port inventory and the protocols themselves).
 
 pub mod forward;
+pub mod mapping;
 
 pub use forward::{ForwardError, PortForward, Protocols};
