@@ -146,6 +146,12 @@ impl NatHandle {
         self.0.nat().set_wan_ip(ip);
     }
 
+    /// Replaces the port forwards (the admin's, the config's and the apps' mappings, all pinned): takes the NAT's
+    /// lock for a moment, between two batches of a queue.
+    pub fn set_forwards(&self, forwards: Vec<crate::ports::PortForward>) {
+        self.0.nat().set_forwards(forwards);
+    }
+
     /// The WAN address the NAT translates to now.
     pub fn wan_ip(&self) -> std::net::Ipv4Addr {
         self.0.nat().wan_ip()

@@ -317,20 +317,41 @@ impl Nat {
     }
 
     /// Replaces the port forwards. Forwards are pinned mappings: never expire, never evicted; an ephemeral mapping
-    /// holding a forward's external port or internal endpoint is removed (with its connections). If two forwards
-    /// claim one external port and protocol, the first wins; if two forwards target one LAN endpoint, inbound works
-    /// on both but replies and outbound connections from that endpoint use the first one's external port.
+    /// holding a forward's external port or internal endpoint is removed (with its connections). A forward already
+    /// in place stays as it is (its connections and counters too), so a change to one forward (or an app's mapping
+    /// coming and going) disturbs no other. If two forwards claim one external port and protocol, the first wins;
+    /// if two forwards target one LAN endpoint, inbound works on both but replies and outbound connections from
+    /// that endpoint use the first one's external port.
     pub fn set_forwards(&mut self, forwards: Vec<PortForward>) {
         let mut r = Removed::default();
-        let pinned: Vec<u32> = (0..self.t.maps.len() as u32)
-            .filter(|&m| self.t.maps[m as usize].live && self.t.maps[m as usize].pinned)
+        let wanted: std::collections::HashSet<(Protocol, u16, u32, u16)> = forwards
+            .iter()
+            .flat_map(|f| {
+                let (ip, port) = (u32::from(*f.internal.ip()), f.internal.port());
+                protos(f.protocols).iter().map(move |&p| (p, f.external_port, ip, port))
+            })
             .collect();
-        for m in pinned {
-            self.t.remove_mapping(m, &mut r);
+        let mut kept = std::collections::HashSet::new();
+        for m in 0..self.t.maps.len() as u32 {
+            let mp = &self.t.maps[m as usize];
+            if !(mp.live && mp.pinned) {
+                continue;
+            }
+            let key = (mp.proto, mp.ext_port, mp.int_ip, mp.int_port);
+            if wanted.contains(&key) {
+                kept.insert(key);
+            } else {
+                self.t.remove_mapping(m, &mut r);
+            }
         }
+        // Growing here (the control path) keeps the packet path's "no allocation" (see `Table::new`).
+        self.t.reserve_mappings(self.cfg.max_mappings.max(1).saturating_add(wanted.len()));
         for f in &forwards {
             let (ip, port) = (u32::from(*f.internal.ip()), f.internal.port());
             for &proto in protos(f.protocols) {
+                if kept.contains(&(proto, f.external_port, ip, port)) {
+                    continue;
+                }
                 if let Some(m) = self.t.mapping_by_external(proto, f.external_port) {
                     if self.t.maps[m as usize].pinned {
                         continue;

@@ -326,6 +326,14 @@ impl Table {
         }
     }
 
+    /// Room for `n` mappings in all, made now so that adding them later allocates nothing.
+    pub fn reserve_mappings(&mut self, n: usize) {
+        let extra = n.saturating_sub(self.maps.len());
+        self.maps.reserve(extra);
+        self.free_maps.reserve(n.saturating_sub(self.free_maps.len()));
+        self.live_maps.reserve(n.saturating_sub(self.live_maps.len()));
+    }
+
     #[inline]
     pub fn mapping_by_external(&self, proto: Protocol, port: u16) -> Option<u32> {
         self.by_external[ext_index(proto, port)].checked_sub(1)

@@ -640,6 +640,32 @@ fn port_forwards() {
     assert_eq!(n.snapshot(at(0)).mappings.iter().filter(|m| m.forward).count(), 1);
 }
 
+#[test]
+fn forwards_left_in_place_keep_their_counters() {
+    let mut n = nat();
+    let fwd = |port: u16, to: Ipv4Addr| PortForward {
+        protocols: Protocols::Tcp,
+        external_port: port,
+        internal: SocketAddrV4::new(to, 80),
+    };
+    n.set_forwards(vec![fwd(8080, A)]);
+    let mut p = tcp(R3, 1, WAN, 8080, TCP_SYN);
+    assert_eq!(go(&mut n, &mut p, IN, SEC), Verdict::Translated);
+    let before = n.snapshot(at(SEC)).total_connections;
+    // Another forward comes: the first keeps its connections and its counters.
+    n.set_forwards(vec![fwd(8080, A), fwd(9090, B)]);
+    let snap = n.snapshot(at(SEC));
+    let first = snap.mappings.iter().find(|m| m.external.port() == 8080).unwrap();
+    assert_eq!((first.traffic.packets_in, snap.total_connections), (1, before));
+    assert_eq!(snap.mappings.iter().filter(|m| m.forward).count(), 2);
+    // Changing a forward's target is a new mapping; the dropped one is gone.
+    n.set_forwards(vec![fwd(8080, B)]);
+    let snap = n.snapshot(at(SEC));
+    let now = snap.mappings.iter().find(|m| m.external.port() == 8080).unwrap();
+    assert_eq!((*now.internal.ip(), now.traffic.packets_in), (B, 0));
+    assert!(!snap.mappings.iter().any(|m| m.external.port() == 9090));
+}
+
 // ---- checksums ----
 
 #[test]
