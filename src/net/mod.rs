@@ -6,4 +6,5 @@ pub mod mmsg;
 pub mod netlink;
 pub mod plan;
 pub mod setup;
+pub mod sockdiag;
 pub mod subnet;

@@ -1,7 +1,7 @@
 //! Explicit port forwards: what they are, their text forms (`PORT_FORWARDING`, the config file), and the rules a
 //! set of them must keep. The sans-IO NAT executes them; the firewall keeps the router's own sockets off them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 #[error("{0}")]
 pub struct ForwardError(pub String);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocols {
     Tcp,

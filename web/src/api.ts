@@ -211,6 +211,87 @@ export interface DnsStats {
   }[];
 }
 
+export type PortProtocol = 'tcp' | 'udp';
+export type PortKind = 'service' | 'forward' | 'app' | 'mapping';
+export type ForwardProtocol = 'tcp' | 'udp' | 'both';
+
+/** One connection through an open port (GET /api/ports). */
+export interface PortConnection {
+  remote: string;
+  remote_name: string | null;
+  state: string | null;
+  age_ms: number;
+  idle_ms: number;
+  remaining_ms: number | null;
+  bytes_in: number;
+  bytes_out: number;
+}
+
+/** One row of GET /api/ports: exactly one of service/forward/app/mapping is set, per `kind`. */
+export interface PortRow {
+  protocol: PortProtocol;
+  port: number;
+  kind: PortKind;
+  service: { process: string; pid: number; address: string } | null;
+  forward: { id: string; source: 'api' | 'config'; device: string | null; mac: string | null; internal: string | null; description: string } | null;
+  app: { origin: 'nat-pmp' | 'pcp' | 'upnp'; device: string | null; mac: string | null; internal: string; description: string; remaining_s: number | null } | null;
+  mapping: {
+    internal: string;
+    device: string | null;
+    mac: string | null;
+    idle_ms: number | null;
+    remaining_ms: number | null;
+    bytes_in: number;
+    bytes_out: number;
+    packets_in: number;
+    packets_out: number;
+  } | null;
+  connections: PortConnection[];
+  connections_total: number;
+}
+
+export interface PortsResp {
+  wan_ip: string | null;
+  rows: PortRow[];
+  truncated: boolean;
+}
+
+/** A port forward (GET /api/forwards). */
+export interface Forward {
+  id: string;
+  source: 'api' | 'config';
+  mac: string | null;
+  device: string | null;
+  ip: string | null;
+  protocol: ForwardProtocol;
+  external_first: number;
+  external_last: number;
+  internal_port: number;
+  description: string;
+  active: boolean;
+  inactive_reason: string | null;
+  packets_in: number;
+  bytes_in: number;
+  packets_out: number;
+  bytes_out: number;
+  connections: number;
+}
+
+export interface ForwardsResp {
+  wan_ip: string | null;
+  forwards: Forward[];
+}
+
+/** Body of POST /api/forwards and PUT /api/forwards/{id}. */
+export interface ForwardBody {
+  mac: string;
+  protocol: ForwardProtocol;
+  external_first: number;
+  external_last?: number;
+  internal_port: number;
+  description: string;
+}
+
 // ---------- live WebSocket ----------
 
 export type LiveState = 'idle' | 'connecting' | 'on';

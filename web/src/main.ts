@@ -8,6 +8,7 @@ import { devicePage } from './pages/device';
 import { networkPage } from './pages/network';
 import { leasesPage } from './pages/leases';
 import { dnsPage } from './pages/dns';
+import { portsPage } from './pages/ports';
 import { loginPage } from './pages/login';
 
 interface Route {
@@ -36,6 +37,7 @@ const routes: Route[] = [
     title: 'Device',
   },
   { match: exact('/network'), page: networkPage, nav: '/network', title: 'Network' },
+  { match: exact('/ports'), page: portsPage, nav: '/ports', title: 'Ports' },
   { match: exact('/leases'), page: leasesPage, nav: '/leases', title: 'Leases' },
   { match: exact('/dns'), page: dnsPage, nav: '/dns', title: 'DNS' },
   { match: exact('/login'), page: loginPage, title: 'Log in' },
@@ -44,6 +46,7 @@ const routes: Route[] = [
 const NAV: [string, string][] = [
   ['/', 'Devices'],
   ['/network', 'Network'],
+  ['/ports', 'Ports'],
   ['/leases', 'Leases'],
   ['/dns', 'DNS'],
 ];

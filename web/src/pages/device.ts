@@ -1,5 +1,5 @@
 // One device: identity + actions, live graph, history with zoom, remotes, DNS,
-// packet capture.
+// its ports (forwards and mappings), packet capture.
 
 import { api, openLive, qs, type Device, type DnsEntry, type LiveMsg, type TopEntry, type TrafficResp, type TrafficStats } from '../api';
 import { LiveWindow, rateChart, showLive, type RateData } from '../charts';
@@ -8,6 +8,7 @@ import { errorText, showError, type PageFn } from '../page';
 import { captureSection } from './capture';
 import { displayName } from './devices';
 import { dnsRow } from './dns';
+import { devicePortsCard } from './ports';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -155,7 +156,11 @@ export const devicePage: PageFn = (root, scope, params) => {
     captureSection(captureSlot, mac, scope);
   }
 
-  root.append(head, liveCard, histCard, h('div', { class: 'grid-2' }, remotesCard, dnsCard), captureSlot);
+  // ---------- ports ----------
+  const ports = devicePortsCard(scope);
+  const loadPorts = () => ports.load(dev?.mac ?? (/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(id) ? id : null));
+
+  root.append(head, liveCard, histCard, h('div', { class: 'grid-2' }, remotesCard, dnsCard), ports.el, captureSlot);
 
   // ---------- info ----------
   async function loadInfo(): Promise<void> {
@@ -366,14 +371,19 @@ export const devicePage: PageFn = (root, scope, params) => {
     setChildren(dnsBody, entries.map((e) => dnsRow(e, false)));
   }
 
-  const first = Promise.allSettled([loadInfo(), loadHistory(), loadDns()]);
+  const info = loadInfo();
+  // The ports card matches by MAC, which the device list tells.
+  const first = Promise.allSettled([info, loadHistory(), loadDns(), info.catch(() => undefined).then(loadPorts)]);
   void first.then((res) => {
     for (const r of res) if (r.status === 'rejected') showError(r.reason, scope);
     // Fall back to the page id when it is itself a MAC (e.g. the device list failed).
     if (/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(id)) startCapture(id);
     scope.ready();
   });
-  scope.interval(() => loadDns().catch((e) => showError(e, scope)), 5000);
+  scope.interval(() => {
+    loadDns().catch((e) => showError(e, scope));
+    loadPorts().catch((e) => showError(e, scope));
+  }, 5000);
   // Keep a "now"-anchored window current without refetching too often.
   scope.interval(() => {
     if (anchored) void loadHistory();
