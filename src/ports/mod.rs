@@ -3,6 +3,7 @@
 
 pub mod core;
 pub mod forward;
+pub mod inventory;
 pub mod mapping;
 
 pub use forward::{ForwardError, PortForward, Protocols};

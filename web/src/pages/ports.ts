@@ -241,7 +241,7 @@ function forwardForm(opts: { idPrefix: string | null; init: Forward | null; choi
     'aria-label': 'External port or range',
     value: init ? (init.external_last > init.external_first ? `${init.external_first}-${init.external_last}` : String(init.external_first)) : '',
   });
-  const internal = h('input', { id: id('internal'), class: 'fwd-internal mono', type: 'number', min: 1, max: 65535, placeholder: 'same as external', 'aria-label': 'Internal port', value: init ? String(init.internal_port) : '' });
+  const internal = h('input', { id: id('internal'), class: 'fwd-internal mono', type: 'number', min: 1, max: 65535, placeholder: 'same', title: 'Empty: the same as the (first) external port', 'aria-label': 'Internal port', value: init ? String(init.internal_port) : '' });
   const description = h('input', { id: id('description'), class: 'fwd-description', type: 'text', placeholder: 'e.g. web server', autocomplete: 'off', 'aria-label': 'Description', value: init?.description ?? '' });
   const submit = h('button', { id: id('submit'), class: 'btn btn-primary fwd-submit', type: 'submit' }, opts.submitLabel);
   const cancel = opts.onCancel ? h('button', { class: 'btn fwd-cancel', type: 'button', onclick: opts.onCancel }, 'Cancel') : null;
@@ -564,7 +564,7 @@ export const portsPage: PageFn = (root, scope) => {
   kindSelect.value = known(KIND_LABEL, kindFilter) ? kindFilter : '';
   kindFilter = kindSelect.value;
   const portsSummary = h('span', { class: 'muted small' });
-  const truncNote = h('p', { id: 'ports-truncated', class: 'muted small hidden' }, 'The gateway left out some rows; narrow it down with the filter.');
+  const truncNote = h('p', { id: 'ports-truncated', class: 'muted small hidden' }, 'The gateway sent only part of the list (too many rows); the rest are not shown.');
   const portsBody = h('tbody');
   const portsTable = h(
     'table',
