@@ -13,6 +13,8 @@ packages=(
   iperf3                             # bulk TCP through the NAT (GSO packets, partial checksums)
   chromium fonts-dejavu-core         # the browser tests (headless, driven by Playwright: web/test/driver.mjs)
   tshark                             # reads the capture downloads back (tshark, capinfos)
+  natpmpc                            # a NAT-PMP client (the ports tests)
+  miniupnpc                          # a UPnP IGD client, upnpc (the ports tests)
   "$@"
 )
 # The web UI's build needs Node.js and npm; a machine with its own Node.js keeps it.

@@ -45,6 +45,25 @@ pub struct Config {
     pub nat_queues: Option<u16>,
     pub traffic: TrafficSettings,
     pub capture: CaptureSettings,
+    pub ports: PortsSettings,
+}
+
+/// The `[ports]` section: the port mapping protocols apps use to ask for ports themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortsSettings {
+    pub natpmp: bool,
+    pub pcp: bool,
+    pub upnp: bool,
+    /// The UPnP IGD's HTTP port on the router's LAN address.
+    pub upnp_port: u16,
+    /// Most app mappings one device may hold.
+    pub mappings_per_device: usize,
+}
+
+impl Default for PortsSettings {
+    fn default() -> Self {
+        PortsSettings { natpmp: true, pcp: true, upnp: true, upnp_port: 5000, mappings_per_device: 32 }
+    }
 }
 
 /// The `[capture]` section: every device's ring of recent packets.
@@ -218,6 +237,17 @@ pub struct FileConfig {
     pub traffic: Option<FileTraffic>,
     pub capture: Option<FileCapture>,
     pub web: Option<FileWeb>,
+    pub ports: Option<FilePorts>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilePorts {
+    pub natpmp: Option<bool>,
+    pub pcp: Option<bool>,
+    pub upnp: Option<bool>,
+    pub upnp_port: Option<u16>,
+    pub mappings_per_device: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -519,6 +549,27 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
         None => CaptureSettings::default(),
     };
 
+    let mut ports = PortsSettings::default();
+    if let Some(p) = &file.ports {
+        ports.natpmp = p.natpmp.unwrap_or(ports.natpmp);
+        ports.pcp = p.pcp.unwrap_or(ports.pcp);
+        ports.upnp = p.upnp.unwrap_or(ports.upnp);
+        if let Some(port) = p.upnp_port {
+            if port == 0 || port == web_port || port == 53 || port == 67 {
+                return err(format!(
+                    "ports upnp_port {port} cannot be used; expected a free TCP port of the router (not the web UI's)"
+                ));
+            }
+            ports.upnp_port = port;
+        }
+        if let Some(n) = p.mappings_per_device {
+            if !(1..=1024).contains(&n) {
+                return err(format!("ports mappings_per_device {n} is out of range; expected 1-1024"));
+            }
+            ports.mappings_per_device = n;
+        }
+    }
+
     let public_read = file.web.as_ref().and_then(|w| w.public_read).unwrap_or(false);
     Ok(Config {
         lan,
@@ -533,6 +584,7 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
         nat_queues,
         traffic,
         capture,
+        ports,
     })
 }
 

@@ -28,8 +28,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 
 /// The router's own sockets use these ports; the NAT never maps onto them, so replies to the router's own
 /// connections (DNS upstream queries, say) can never be taken for a LAN host's.
-const ROUTER_PORTS: (u16, u16) = (61000, 65535);
-const NAT_PORTS: (u16, u16) = (1024, 60999);
+pub(crate) const ROUTER_PORTS: (u16, u16) = (61000, 65535);
+pub(crate) const NAT_PORTS: (u16, u16) = (1024, 60999);
 /// How often the WAN address is looked at (see `follow_wan_address`).
 const WAN_POLL: Duration = Duration::from_secs(2);
 
@@ -273,7 +273,24 @@ pub async fn run(config: Config) -> Result<()> {
         info!("traffic accounting is off ([traffic] enabled = false)");
         crate::traffic::shell::TrafficHandle::disabled()
     };
-    let handles = crate::web::Handles { hosts: dhcp.hosts.clone(), dhcp, dns, nat: nat_cell.clone(), traffic, capture };
+    let ports = match crate::ports::shell::start(
+        settings::ports(&config, &lan.plan),
+        dhcp.hosts.clone(),
+        nat_cell.clone(),
+        dns.clone(),
+        shutdown.clone(),
+    ) {
+        Ok((handle, task)) => {
+            tasks.spawn(task);
+            handle
+        }
+        Err(e) => {
+            lan.teardown(&nl).await?;
+            return Err(e);
+        }
+    };
+    let handles =
+        crate::web::Handles { hosts: dhcp.hosts.clone(), dhcp, dns, nat: nat_cell.clone(), traffic, capture, ports };
     tasks.spawn(dhcp_task);
     tasks.spawn(dns_task);
     tasks.spawn(crate::web::serve(settings::web(&config, &lan.plan), admin_hash, handles, shutdown.clone()));

@@ -125,3 +125,28 @@ pub fn traffic(config: &Config) -> crate::traffic::shell::Settings {
         snapshot_every: std::time::Duration::from_secs(config.traffic.snapshot_secs),
     }
 }
+
+/// The ports subsystem: forwards and the port mapping protocols on the router's LAN address.
+pub fn ports(config: &Config, lan: &Plan) -> crate::ports::shell::Settings {
+    let p = &config.ports;
+    crate::ports::shell::Settings {
+        state_dir: config.state_dir.clone(),
+        limits: crate::ports::core::Limits {
+            nat_ports: super::NAT_PORTS,
+            router_ports: super::ROUTER_PORTS,
+            mappings_per_device: p.mappings_per_device,
+            ..Default::default()
+        },
+        config_forwards: config.port_forwards.clone(),
+        router: lan.router,
+        lan: lan.subnet,
+        protocols: crate::ports::proto::Settings {
+            natpmp: p.natpmp,
+            pcp: p.pcp,
+            upnp: p.upnp,
+            upnp_port: p.upnp_port,
+            web_port: config.web_port,
+            wan_if: lan.wan.as_ref().map(|w| w.name.clone()),
+        },
+    }
+}

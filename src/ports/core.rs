@@ -266,18 +266,7 @@ impl Ports {
     /// What the NAT forwards: the config's forwards, the admin's (for devices that have an address now, ranges
     /// one port each), and the apps' mappings.
     pub fn effective(&self) -> Vec<PortForward> {
-        let mut out = self.config.clone();
-        for f in &self.saved.forwards {
-            let Some(d) = self.devices.get(&f.mac) else { continue };
-            for p in f.external_first..=f.external_last {
-                let internal = f.internal_port + (p - f.external_first);
-                out.push(PortForward {
-                    protocols: f.protocols,
-                    external_port: p,
-                    internal: SocketAddrV4::new(d.ip, internal),
-                });
-            }
-        }
+        let mut out: Vec<PortForward> = self.effective_forwards_only().collect();
         for m in &self.saved.mappings {
             out.push(PortForward {
                 protocols: protocols_of(m.transport),
@@ -347,6 +336,35 @@ impl Ports {
                     range_text(o.external_first, o.external_last),
                     o.protocols
                 ));
+            }
+        }
+        // One LAN port takes one forward: the NAT sends a LAN endpoint's replies through one external port.
+        let (ia, ib) = (f.internal_port, f.internal_port + (b - a));
+        for o in self.saved.forwards.iter().filter(|o| Some(o.id) != except && o.mac == f.mac) {
+            let (oa, ob) = (o.internal_port, o.internal_port + (o.external_last - o.external_first));
+            if ia <= ob && ib >= oa && o.protocols.overlaps(f.protocols) {
+                return Some(format!(
+                    "the device's port {}/{} already receives forward {} (external {}); a LAN port takes one forward",
+                    range_text(ia.max(oa), ib.min(ob)),
+                    f.protocols,
+                    o.id,
+                    range_text(o.external_first, o.external_last)
+                ));
+            }
+        }
+        if let Some(d) = self.devices.get(&f.mac) {
+            for c in &self.config {
+                if *c.internal.ip() == d.ip
+                    && (ia..=ib).contains(&c.internal.port())
+                    && c.protocols.overlaps(f.protocols)
+                {
+                    return Some(format!(
+                        "the device's port {}/{} already receives the config file's forward of port {}",
+                        c.internal.port(),
+                        c.protocols,
+                        c.external_port
+                    ));
+                }
             }
         }
         for l in &self.listeners {
@@ -451,6 +469,36 @@ impl Ports {
         None
     }
 
+    /// Why `ip:port` cannot take a new mapping, if it cannot: it already receives a forward or a mapping (the NAT
+    /// sends a LAN endpoint's replies through one external port).
+    fn internal_taken(&self, t: Transport, ip: Ipv4Addr, port: u16) -> Option<String> {
+        let p = protocols_of(t);
+        let forwarded = self
+            .effective_forwards_only()
+            .any(|f| *f.internal.ip() == ip && f.internal.port() == port && f.protocols.overlaps(p));
+        if forwarded {
+            return Some(format!("{ip}:{port} already receives a forward"));
+        }
+        if self.saved.mappings.iter().any(|m| m.transport == t && m.ip == ip && m.internal_port == port) {
+            return Some(format!("{ip}:{port} already has a mapping"));
+        }
+        None
+    }
+
+    /// The config's and the admin's forwards as the NAT gets them (without the apps' mappings).
+    fn effective_forwards_only(&self) -> impl Iterator<Item = PortForward> + '_ {
+        let admin = self.saved.forwards.iter().filter_map(|f| self.devices.get(&f.mac).map(|d| (f, d.ip))).flat_map(
+            |(f, ip)| {
+                (f.external_first..=f.external_last).map(move |p| PortForward {
+                    protocols: f.protocols,
+                    external_port: p,
+                    internal: SocketAddrV4::new(ip, f.internal_port + (p - f.external_first)),
+                })
+            },
+        );
+        self.config.iter().copied().chain(admin)
+    }
+
     fn next_rand(&mut self) -> u64 {
         // xorshift64*: port picks need no more.
         self.rng ^= self.rng >> 12;
@@ -513,13 +561,23 @@ impl Mapper for Ports {
             return Err(MapError::NoWan);
         }
         let expires = now.plus_ms(u64::from(req.lifetime_secs) * 1000);
+        // A renewal: UPnP names a mapping by its external port, NAT-PMP and PCP by the internal one.
         let same = |m: &AppMapping| {
             m.origin == req.origin
                 && m.ip == req.client
                 && m.transport == req.transport
-                && m.internal_port == req.internal_port
+                && match req.origin {
+                    Origin::Upnp => m.external_port == req.external_port && m.internal_port == req.internal_port,
+                    _ => m.internal_port == req.internal_port,
+                }
         };
         if let Some(i) = self.saved.mappings.iter().position(same) {
+            if !req.any_port && req.external_port != 0 && self.saved.mappings[i].external_port != req.external_port {
+                return Err(MapError::Conflict {
+                    port: req.external_port,
+                    why: format!("the internal port is mapped from {}", self.saved.mappings[i].external_port),
+                });
+            }
             // A renewal keeps its external port.
             let m = &mut self.saved.mappings[i];
             if req.origin == Origin::Pcp && m.nonce != req.nonce {
@@ -532,6 +590,13 @@ impl Mapper for Ports {
             self.dirty = true;
             let m = self.saved.mappings[i].clone();
             return Ok(self.granted(&m, now));
+        }
+        if let Some(why) = self.internal_taken(req.transport, req.client, req.internal_port) {
+            return Err(if req.any_port {
+                MapError::NoResources(why)
+            } else {
+                MapError::Conflict { port: req.external_port, why }
+            });
         }
         let held = self.saved.mappings.iter().filter(|m| m.ip == req.client).count();
         if held >= self.limits.mappings_per_device {
@@ -716,6 +781,9 @@ mod tests {
         assert!(matches!(p.add_forward(input(9000, 8000, 1, Protocols::Udp)), Err(Refusal::Invalid(_))));
         assert!(matches!(p.add_forward(input(1, 2000, 1, Protocols::Udp)), Err(Refusal::Invalid(_))));
         assert!(matches!(p.add_forward(input(100, 101, 65535, Protocols::Udp)), Err(Refusal::Invalid(_))));
+        // One LAN port, one forward.
+        let e = p.add_forward(input(9100, 9100, 85, Protocols::Tcp)).unwrap_err().to_string();
+        assert!(e.contains("already receives forward 1"), "{e}");
         // An edit may keep its own ports.
         p.update_forward(1, input(8080, 8091, 81, Protocols::Both)).unwrap();
         assert_eq!(p.update_forward(7, input(1, 1, 1, Protocols::Tcp)), Err(Refusal::NotFound(7)));
@@ -731,7 +799,7 @@ mod tests {
         let g = p.map(T0, &req(A, A, 5000, 0, true)).unwrap();
         assert_eq!((g.external_port, g.lifetime_secs), (5000, 60));
         // Renewal: same port, new lifetime.
-        let g2 = p.map(T0.plus_ms(30_000), &req(A, A, 5000, 0, true)).unwrap();
+        let g2 = p.map(T0.plus_ms(30_000), &req(A, A, 5000, 5000, true)).unwrap();
         assert_eq!((g2.external_port, g2.lifetime_secs), (5000, 60));
         // Another device asking for the same port: refused, or another port.
         assert!(matches!(p.map(T0, &req(B, B, 5000, 0, false)), Err(MapError::Conflict { port: 5000, .. })));
@@ -746,6 +814,10 @@ mod tests {
         p.set_nat_in_use(HashMap::from([((Transport::Udp, 7100), B)]));
         assert!(matches!(p.map(T0, &req(A, A, 7100, 7100, false)), Err(MapError::Conflict { .. })));
         assert!(p.map(T0, &req(B, B, 7100, 7100, false)).is_ok());
+        // B's 7100 already takes a mapping: a second one onto it would get B's replies wrong.
+        assert!(matches!(p.map(T0, &req(B, B, 7100, 7101, false)), Err(MapError::Conflict { .. })));
+        // So does a forwarded LAN port.
+        assert!(matches!(p.map(T0, &req(A, A, 7000, 7200, true)), Err(MapError::NoResources(_))));
         assert_eq!(p.effective().iter().filter(|f| f.internal.port() == 5000).count(), 2);
         // Lapse.
         p.take_changed();

@@ -97,6 +97,8 @@ pub struct PortsView {
     pub wan_ip: Option<Ipv4Addr>,
     pub rows: Vec<Row>,
     pub truncated: bool,
+    /// The port mapping protocols' requests answered and dropped (filled in by the shell).
+    pub counters: crate::counters::Counters,
 }
 
 fn transport(p: Protocol) -> Option<Transport> {
@@ -249,7 +251,7 @@ pub fn ports_view(ports: &Ports, nat: Option<&Snapshot>, wan_ip: Option<Ipv4Addr
     rows.sort_by_key(|r| (r.port, r.protocol, r.kind as u8));
     let truncated = rows.len() > MAX_ROWS;
     rows.truncate(MAX_ROWS);
-    PortsView { wan_ip, rows, truncated }
+    PortsView { wan_ip, rows, truncated, counters: crate::counters::Counters::new() }
 }
 
 fn transports(p: super::Protocols) -> &'static [Transport] {

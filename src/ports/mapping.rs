@@ -100,8 +100,10 @@ pub trait Mapper {
     fn epoch_secs(&self, now: Time) -> u32;
     /// Creates or renews (same origin, client, transport and internal port) a mapping.
     fn map(&mut self, now: Time, req: &MapRequest) -> Result<Granted, MapError>;
-    /// Deletes `client`'s mapping of `internal_port` (NAT-PMP, PCP) made by `origin`; `nonce` must match for PCP.
-    /// Returns the number removed (NAT-PMP with internal port 0 removes all of the client's mappings of the transport).
+    /// Deletes `client`'s mapping of `internal_port` (NAT-PMP, PCP) made by `origin`. Returns the number removed,
+    /// `Ok(0)` when nothing matched; internal port 0 removes all of the client's mappings of the transport. With a
+    /// PCP `nonce`, every mapping matched must carry it, else nothing is removed and the answer is `NoSuchEntry`
+    /// (PCP answers NOT_AUTHORIZED).
     fn unmap_internal(
         &mut self,
         now: Time,
@@ -111,7 +113,8 @@ pub trait Mapper {
         internal_port: u16,
         nonce: Option<[u8; 12]>,
     ) -> Result<usize, MapError>;
-    /// Deletes the mapping of `external_port` (UPnP DeletePortMapping); refused when it is not `client`'s own.
+    /// Deletes the UPnP mapping of `external_port` (DeletePortMapping; the other protocols' mappings are not its to
+    /// delete); refused when it is not `client`'s own.
     fn unmap_external(
         &mut self,
         now: Time,

@@ -8,6 +8,7 @@ mod capture;
 mod devices;
 mod dnslog;
 pub mod oui;
+mod ports;
 mod session;
 mod traffic;
 
@@ -54,6 +55,7 @@ pub struct Handles {
     pub hosts: crate::hosts::Hosts,
     pub traffic: crate::traffic::shell::TrafficHandle,
     pub capture: crate::capture::CaptureHandle,
+    pub ports: crate::ports::PortsHandle,
 }
 
 #[derive(Clone)]
@@ -154,6 +156,7 @@ pub async fn serve(
         .merge(devices::routes())
         .merge(capture::routes())
         .merge(dnslog::routes())
+        .merge(ports::routes())
         .layer(axum::middleware::from_fn_with_state(web.clone(), session::guard))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(web);
