@@ -292,6 +292,56 @@ fn the_web_ui_in_a_browser_logs_in_shows_devices_live_and_history_keeps_changes_
         10,
     );
 
+    // Ports: a forward made from the page (markup as its description), and the sender's full-cone mapping made a
+    // stable forward with one click.
+    b.open("/ports");
+    b.wait(&format!("() => document.querySelector('#fwd-device option[value=\"{mac2}\"]') !== null"), 15);
+    b.eval(&format!(
+        "() => {{ const s = document.querySelector('#fwd-device'); s.value = {mac2:?}; \
+         s.dispatchEvent(new Event('change', {{ bubbles: true }})); return s.value; }}"
+    ));
+    b.fill("#fwd-external", "8080-8081");
+    b.fill("#fwd-internal", "80");
+    b.fill("#fwd-description", HOSTILE_NAME);
+    b.click("#fwd-submit");
+    b.wait(
+        &format!(
+            "() => fetch('/api/forwards').then(r => r.json()).then(j => j.forwards.some(f => \
+             f.mac === {mac2:?} && f.external_first === 8080 && f.external_last === 8081 && f.internal_port === 80))"
+        ),
+        10,
+    );
+    b.wait("() => document.querySelectorAll('#forwards-card tr[data-forward]').length > 0", 10);
+    assert_text_not_markup(&mut b, "#forwards-card", HOSTILE_NAME);
+    // The sender's mapping (its UDP to the remote's 5683), found by its device.
+    let port = b.wait(
+        &format!(
+            "() => fetch('/api/ports').then(r => r.json()).then(j => j.rows.find(r => r.kind === 'mapping' && \
+             r.protocol === 'udp' && r.mapping.mac === {mac2:?} && r.connections.some(c => c.remote.endsWith(':5683')))\
+             ?.port)"
+        ),
+        15,
+    );
+    let button = format!("tr[data-kind=mapping][data-protocol=udp][data-port='{port}'] .make-forward");
+    b.wait(&format!("() => document.querySelector({button:?}) !== null"), 10);
+    b.click(&button);
+    let said = b.wait(
+        &format!(
+            "() => fetch('/api/forwards').then(r => r.json()).then(j => j.forwards.some(f => f.protocol === 'udp' && \
+             f.external_first === {port}) ? 'made' : document.querySelector({button:?})?.parentElement\
+             .querySelector('.form-error')?.textContent)"
+        ),
+        10,
+    );
+    assert_eq!(said, "made", "make stable forward");
+    b.wait(
+        &format!(
+            "() => fetch('/api/forwards').then(r => r.json()).then(j => j.forwards.some(f => \
+             f.mac === {mac2:?} && f.protocol === 'udp'))"
+        ),
+        10,
+    );
+
     // Screenshots of every page, with traffic on.
     for (path, name) in [
         ("/".to_owned(), "devices"),
@@ -299,6 +349,7 @@ fn the_web_ui_in_a_browser_logs_in_shows_devices_live_and_history_keeps_changes_
         ("/network".to_owned(), "network"),
         ("/leases".to_owned(), "leases"),
         ("/dns".to_owned(), "dns"),
+        ("/ports".to_owned(), "ports"),
     ] {
         b.open(&path);
         std::thread::sleep(Duration::from_millis(1500)); // live graphs fill

@@ -3,8 +3,9 @@
 //! The first byte picks the control path (WANIPConnection, WANCommonInterfaceConfig, or another), whether a
 //! SOAPAction header is sent, whether the client is inside the LAN, and whether the rest is the whole body or is
 //! wrapped as the arguments of a well-formed envelope (so argument checking is reached as often as XML parsing);
-//! the second byte picks the action named in the header and the wrapper. The router's own rules (`ports::core`) keep the
-//! mappings made, and each input ends with a GetGenericPortMappingEntry so stored (hostile) descriptions are encoded.
+//! the second byte picks the action named in the header and the wrapper. The router's own rules (`ports::core`)
+//! keep the mappings made, and each input ends with a GetGenericPortMappingEntry so stored (hostile) descriptions
+//! are encoded.
 #![no_main]
 
 use gatekeeper::ports::core::{Limits, Ports, Saved};

@@ -24,6 +24,8 @@ pub struct Listening {
     pub address: IpAddr,
     pub port: u16,
     pub inode: u32,
+    /// The interface the socket is bound to (SO_BINDTODEVICE), 0 for none.
+    pub interface: u32,
 }
 
 /// Every TCP socket in LISTEN and every UDP socket with no peer, IPv4 and IPv6, in this network namespace.
@@ -82,6 +84,7 @@ fn dump(
                             address: h.socket_id.source_address,
                             port: h.socket_id.source_port,
                             inode: h.inode,
+                            interface: h.socket_id.interface_id,
                         });
                     }
                 }

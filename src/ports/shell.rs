@@ -107,8 +107,13 @@ fn load(path: &std::path::Path) -> Result<Saved> {
     }
 }
 
-/// The router's sockets that listen on the WAN address or on all addresses, with their processes.
-fn read_listeners(wan: Option<Ipv4Addr>) -> Vec<Listener> {
+/// The router's sockets that listen on the WAN address or on all addresses (and are not bound to another
+/// interface, as DHCP's is to the LAN), with their processes.
+fn read_listeners(wan: Option<Ipv4Addr>, wan_if: Option<&str>) -> Vec<Listener> {
+    let wan_index = wan_if.and_then(|n| std::ffi::CString::new(n).ok()).map(|n| {
+        // SAFETY: a valid NUL-terminated name; the call only reads it.
+        unsafe { libc::if_nametoindex(n.as_ptr()) }
+    });
     let all = match crate::net::sockdiag::listening() {
         Ok(l) => l,
         Err(e) => {
@@ -120,7 +125,10 @@ fn read_listeners(wan: Option<Ipv4Addr>) -> Vec<Listener> {
         IpAddr::V4(v4) => v4.is_unspecified() || Some(*v4) == wan,
         IpAddr::V6(v6) => v6.is_unspecified() || v6.to_ipv4_mapped().is_some_and(|v4| Some(v4) == wan),
     };
-    let mut wanted: Vec<_> = all.into_iter().filter(|l| on_wan(&l.address)).collect();
+    let mut wanted: Vec<_> = all
+        .into_iter()
+        .filter(|l| on_wan(&l.address) && (l.interface == 0 || Some(l.interface) == wan_index))
+        .collect();
     wanted.sort_by_key(|l| (l.port, l.proto == crate::net::sockdiag::Proto::Udp));
     wanted.dedup_by_key(|l| (l.port, l.proto, l.inode));
     let owners = crate::net::sockdiag::owners(&wanted.iter().map(|l| l.inode).collect::<Vec<_>>());
@@ -148,6 +156,7 @@ struct Shell {
     nat: Arc<OnceLock<NatHandle>>,
     applied: bool,
     wan: Option<Ipv4Addr>,
+    wan_if: Option<String>,
 }
 
 impl Shell {
@@ -186,8 +195,8 @@ impl Shell {
     }
 
     async fn refresh_listeners(&mut self) {
-        let wan = self.wan;
-        if let Ok(l) = tokio::task::spawn_blocking(move || read_listeners(wan)).await {
+        let (wan, wan_if) = (self.wan, self.wan_if.clone());
+        if let Ok(l) = tokio::task::spawn_blocking(move || read_listeners(wan, wan_if.as_deref())).await {
             self.ports.set_listeners(l);
         }
     }
@@ -251,7 +260,8 @@ pub fn start(
     let (tx, rx) = mpsc::channel(64);
     let handle = PortsHandle { tx };
     let protocols = super::proto::start(&settings, handle.clone(), shutdown.clone());
-    let shell = Shell { ports, path, nat, applied: false, wan: None };
+    let wan_if = settings.protocols.wan_if.clone();
+    let shell = Shell { ports, path, nat, applied: false, wan: None, wan_if };
     Ok((handle, run(shell, rx, hosts, dns, protocols, shutdown)))
 }
 
