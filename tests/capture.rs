@@ -36,14 +36,6 @@ fn start_gateway(lab: &Lab, extra: &str) -> gatekeeper::lab::Proc {
     gw
 }
 
-/// The admin's session cookie header and CSRF token, from namespace `ns`.
-fn admin(lab: &Lab, ns: &str) -> (String, String) {
-    let cookie = format!("Cookie: gk_session={}", common::login(ns, &state_dir(lab, "state")));
-    let s = lab.run(ns, &["curl", "-sf", "-m5", "-H", &cookie, &format!("{UI}/api/session")]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-    (cookie, v["csrf"].as_str().unwrap().to_owned())
-}
-
 /// Downloads `path` from `ns` into the lab directory as `name`; returns the file and curl's HTTP status.
 fn download(lab: &Lab, ns: &str, cookie: &str, path: &str, name: &str) -> (PathBuf, String) {
     let file = lab.dir().join(name);
@@ -140,7 +132,7 @@ fn a_devices_handshake_and_dns_lookup_download_as_pcapng_that_tshark_reads_with_
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
-    let (cookie, csrf) = admin(&lab, &viewer);
+    let (cookie, csrf) = common::admin(&lab, &viewer);
     let (file, code) = download(&lab, &viewer, &cookie, &format!("/api/devices/{mac}/capture.pcapng"), "all.pcapng");
     assert_eq!(code, "200");
     let info = capinfos(&file);
@@ -277,7 +269,7 @@ fn a_ring_filled_far_past_its_size_keeps_the_newest_and_a_forgotten_devices_down
     assert!(used <= ring && used > ring - 2000, "{s}");
     assert!(s["evicted"].as_u64().unwrap() > 10_000, "{s}");
 
-    let (cookie, csrf) = admin(&lab, &viewer);
+    let (cookie, csrf) = common::admin(&lab, &viewer);
     let (file, code) = download(&lab, &viewer, &cookie, &format!("/api/devices/{mac}/capture.pcapng"), "full.pcapng");
     assert_eq!(code, "200");
     let info = capinfos(&file);

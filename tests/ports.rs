@@ -34,14 +34,6 @@ fn start_gateway(lab: &Lab, log: &str) -> Proc {
     gw
 }
 
-/// The admin's session cookie header and CSRF token, from namespace `ns`.
-fn admin(lab: &Lab, ns: &str) -> (String, String) {
-    let cookie = format!("Cookie: gk_session={}", common::login(ns, &state_dir(lab, "state")));
-    let s = lab.run(ns, &["curl", "-sf", "-m5", "-H", &cookie, &format!("{UI}/api/session")]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-    (cookie, v["csrf"].as_str().unwrap().to_owned())
-}
-
 /// `METHOD path` with a JSON body, as the admin: (HTTP status, body).
 fn call(lab: &Lab, ns: &str, auth: &(String, String), method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let csrf = format!("X-CSRF-Token: {}", auth.1);
@@ -115,7 +107,7 @@ fn a_forward_made_through_the_api_reaches_a_lan_server_survives_restart_and_kill
     let mut nc = lab.cmd(&lab.gw(), "nc").args(["-lk", "203.0.113.2", "2200"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let lan = lab.client(2);
-    let auth = admin(&lab, &lan);
+    let auth = common::admin(&lab, &lan);
 
     let (code, body) =
         call(&lab, &lan, &auth, "POST", "/api/forwards", Some(&forward_body(&mac, "tcp", 8080, 8080, 8000)));
@@ -176,7 +168,7 @@ fn a_forward_made_through_the_api_reaches_a_lan_server_survives_restart_and_kill
     assert!(reaches(&lab.wan(), SocketAddrV4::new(GW_WAN, 8080)), "the forward came back after a restart");
 
     // kill -9 right after the answer: what was acknowledged is kept.
-    let auth = admin(&lab, &lan);
+    let auth = common::admin(&lab, &lan);
     let mac2 = lab.client_mac(2).unwrap();
     let (code, body) =
         call(&lab, &lan, &auth, "POST", "/api/forwards", Some(&forward_body(&mac2, "tcp", 9090, 9090, 8000)));
@@ -189,7 +181,7 @@ fn a_forward_made_through_the_api_reaches_a_lan_server_survives_restart_and_kill
     assert!(reaches(&lab.wan(), SocketAddrV4::new(GW_WAN, 8081)), "and the edited one");
 
     // Deleted: gone from wan.
-    let auth = admin(&lab, &lan);
+    let auth = common::admin(&lab, &lan);
     for i in [&id, &id2] {
         let (code, text) = call(&lab, &lan, &auth, "DELETE", &format!("/api/forwards/{i}"), None);
         assert_eq!(code, 204, "{text}");
@@ -256,7 +248,7 @@ fn apps_map_ports_with_natpmpc_upnpc_and_pcp_and_the_ports_view_shows_every_use(
     let (lan1, lan2) = (lab.client(1), lab.client(2));
     let stop = Arc::new(AtomicBool::new(false));
     echo_on_lan(&lab, 1, ip1, 8000, stop.clone());
-    let auth = admin(&lab, &lan2);
+    let auth = common::admin(&lab, &lan2);
 
     // NAT-PMP with natpmpc: the external address, a mapping wan can reach, its deletion.
     let out = lab.run(&lan1, &["natpmpc", "-g", "10.0.0.1"]).unwrap();

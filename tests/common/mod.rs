@@ -133,6 +133,15 @@ pub fn login(ns: &str, state: &Path) -> String {
     login_at(ns, "http://10.0.0.1:1337", password.trim())
 }
 
+/// The admin's session cookie header and CSRF token, from namespace `ns` (see [`login`]).
+pub fn admin(lab: &Lab, ns: &str) -> (String, String) {
+    let cookie = format!("Cookie: gk_session={}", login(ns, &state_dir(lab, "state")));
+    let url = "http://10.0.0.1:1337/api/session";
+    let s = lab.run(ns, &["curl", "-sf", "-m5", "-H", &cookie, url]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    (cookie, v["csrf"].as_str().unwrap().to_owned())
+}
+
 /// `GET path` of the web API from `ns`, logged in as the admin of the gateway whose state is in the lab's
 /// `state` directory (see [`login`]).
 pub fn api_get(lab: &Lab, ns: &str, path: &str) -> String {
