@@ -457,6 +457,31 @@ fn apps_map_ports_with_natpmpc_upnpc_and_pcp_and_the_ports_view_shows_every_use(
     held.store(true, Ordering::Relaxed);
     drop(client);
     listener.join().unwrap();
+
+    // The ISP hands out another address: NAT-PMP announces it to the LAN (224.0.0.1:5350), and clients see it.
+    let announced = spawn_in(&lan1, || {
+        let s = UdpSocket::bind("0.0.0.0:5350").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut b = [0u8; 64];
+        loop {
+            match s.recv_from(&mut b) {
+                Ok((n, from)) if n >= 12 && b[..4] == [0, 128, 0, 0] && b[8..12] == [203, 0, 113, 9] => {
+                    return Some(from);
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let g = lab.gw();
+    lab.run(&g, &["ip", "addr", "del", "203.0.113.2/24", "dev", "gwwan"]).unwrap();
+    lab.run(&g, &["ip", "addr", "add", "203.0.113.9/24", "dev", "gwwan"]).unwrap();
+    lab.run(&g, &["ip", "route", "replace", "default", "via", "203.0.113.1"]).unwrap();
+    let from = announced.join().unwrap().expect("a NAT-PMP announcement of the new address");
+    assert_eq!(from.to_string(), "10.0.0.1:5351");
+    let out = lab.run(&lan1, &["natpmpc", "-g", "10.0.0.1"]).unwrap();
+    assert!(out.contains("Public IP address : 203.0.113.9"), "{out}");
     stop.store(true, Ordering::Relaxed);
     let _ = nc.kill();
     let _ = nc.wait();
