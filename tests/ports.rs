@@ -1,8 +1,9 @@
 //! Ports end to end: the real gateway in a lab. Forwards made through the API reach a LAN server from `wan`,
 //! survive a restart and a `kill -9` and are gone when deleted; clashes are refused with their reason. Apps get
-//! mappings with natpmpc, upnpc and a PCP MAP request built here; mappings lapse; mapping another device is refused;
-//! nothing answers from the WAN. The ports view shows a service of the router, a forward, an app mapping, a
-//! full-cone mapping and a live TCP connection. Malformed protocol requests are refused or counted, never a crash.
+//! mappings with natpmpc, upnpc and a PCP MAP request built here; mappings lapse, survive a restart, and a new WAN
+//! address is announced; mapping another device is refused; nothing answers from the WAN. The ports view shows a
+//! service of the router, a forward, an app mapping, a full-cone mapping and a live TCP connection. Malformed
+//! protocol requests are refused or counted, never a crash.
 
 mod common;
 
@@ -482,6 +483,18 @@ fn apps_map_ports_with_natpmpc_upnpc_and_pcp_and_the_ports_view_shows_every_use(
     assert_eq!(from.to_string(), "10.0.0.1:5351");
     let out = lab.run(&lan1, &["natpmpc", "-g", "10.0.0.1"]).unwrap();
     assert!(out.contains("Public IP address : 203.0.113.9"), "{out}");
+
+    // App mappings are kept like forwards: the PCP mapping is there after a restart, on the new address.
+    gw.terminate(Duration::from_secs(10)).unwrap();
+    let mut gw = start_gateway(&lab, "gw2.log");
+    assert!(
+        reaches(&lab.wan(), SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 7003)),
+        "the PCP mapping after a restart"
+    );
+    let auth = common::admin(&lab, &lan2);
+    let view = ports_view(&lab, &lan2, &auth);
+    let left = row(&view, "app", 7003).unwrap_or_else(|| panic!("{view}"))["app"]["remaining_s"].as_u64().unwrap();
+    assert!(left > 60 && left <= 120, "{left}");
     stop.store(true, Ordering::Relaxed);
     let _ = nc.kill();
     let _ = nc.wait();
