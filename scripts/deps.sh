@@ -15,6 +15,7 @@ packages=(
   tshark                             # reads the capture downloads back (tshark, capinfos)
   natpmpc                            # a NAT-PMP client (the ports tests)
   miniupnpc                          # a UPnP IGD client, upnpc (the ports tests)
+  prometheus                         # promtool checks /metrics (the metrics test)
   "$@"
 )
 # The web UI's build needs Node.js and npm; a machine with its own Node.js keeps it.
@@ -27,7 +28,15 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing: ${missing[*]}"
   apt-get update -q
+  # Packages with a service (knot, prometheus, coturn) must not start it on this machine: the tests start what
+  # they need inside their own namespaces. A policy-rc.d that refuses is Debian's way to say so.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  [ -z "$made_policy" ] || rm -f "$policy"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

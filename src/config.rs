@@ -38,6 +38,10 @@ pub struct Config {
     pub web_port: u16,
     /// `[web] public_read`: the UI readable on the LAN without logging in (changes still need the admin).
     pub public_read: bool,
+    /// `[web] metrics_public`: `/metrics` readable on the LAN without a token.
+    pub metrics_public: bool,
+    /// `[web] metrics_token`: the bearer token scrapers send for `/metrics`.
+    pub metrics_token: Option<String>,
     pub port_forwards: Vec<PortForward>,
     pub dhcp: DhcpSettings,
     pub dns: DnsSettings,
@@ -273,6 +277,8 @@ pub struct FileCaptureDevice {
 #[serde(deny_unknown_fields)]
 pub struct FileWeb {
     pub public_read: Option<bool>,
+    pub metrics_public: Option<bool>,
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -571,6 +577,13 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
     }
 
     let public_read = file.web.as_ref().and_then(|w| w.public_read).unwrap_or(false);
+    let metrics_public = file.web.as_ref().and_then(|w| w.metrics_public).unwrap_or(false);
+    let metrics_token = file.web.as_ref().and_then(|w| w.metrics_token.clone());
+    if let Some(t) = &metrics_token
+        && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return err("web metrics_token must be at least 16 printable characters without spaces");
+    }
     Ok(Config {
         lan,
         wan,
@@ -578,6 +591,8 @@ pub fn resolve(file: Option<FileConfig>, env: &EnvConfig, flags: &FlagConfig) ->
         state_dir,
         web_port,
         public_read,
+        metrics_public,
+        metrics_token,
         port_forwards,
         dhcp,
         dns,

@@ -98,3 +98,86 @@ mod tests {
         assert_eq!(c.get("nothing", &[]), None);
     }
 }
+
+/// Writes `counters` in the Prometheus text format (0.0.4) as `gatekeeper_<subsystem>_<name>`: counters get
+/// `_total` (names in bytes end `_bytes_total`, after Prometheus' conventions), samples of one name are written
+/// together under one HELP and TYPE, and label values are escaped (a device's name is hostile).
+pub fn prometheus(out: &mut String, subsystem: &str, counters: &Counters) {
+    use std::fmt::Write as _;
+    let mut order: Vec<(String, Kind)> = Vec::new();
+    let mut samples: std::collections::HashMap<String, Vec<&Counter>> = std::collections::HashMap::new();
+    for c in &counters.0 {
+        // Base units: milliseconds are written as seconds.
+        let stem = c.name.strip_suffix("_ms").map_or_else(|| c.name.to_owned(), |s| format!("{s}_seconds"));
+        let base = format!("gatekeeper_{subsystem}_{stem}");
+        let name = match c.kind {
+            Kind::Counter if !base.ends_with("_total") => format!("{base}_total"),
+            _ => base,
+        };
+        let list = samples.entry(name.clone()).or_default();
+        if list.is_empty() {
+            order.push((name, c.kind));
+        }
+        list.push(c);
+    }
+    for (name, kind) in order {
+        let what = name.trim_start_matches("gatekeeper_").replace('_', " ");
+        let _ = writeln!(out, "# HELP {name} {what}.");
+        let _ = writeln!(out, "# TYPE {name} {}", if kind == Kind::Counter { "counter" } else { "gauge" });
+        for c in &samples[&name] {
+            out.push_str(&name);
+            if !c.labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in c.labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+                }
+                out.push('}');
+            }
+            if c.name.ends_with("_ms") {
+                let _ = writeln!(out, " {}.{:03}", c.value / 1000, c.value % 1000);
+            } else {
+                let _ = writeln!(out, " {}", c.value);
+            }
+        }
+    }
+}
+
+/// A label value as the text format wants it: backslash, double quote and line feed escaped.
+pub fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for ch in v.chars() {
+        match ch {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod prometheus_tests {
+    use super::*;
+
+    #[test]
+    fn samples_of_one_name_are_grouped_and_labels_escaped() {
+        let mut c = Counters::new();
+        c.labelled("dropped", "reason", "a\"b\\c\nd", 1).gauge("mappings", 2).labelled("dropped", "reason", "x", 3);
+        c.gauge("oldest_ms", 1_500);
+        let mut out = String::new();
+        prometheus(&mut out, "nat", &c);
+        assert_eq!(
+            out,
+            "# HELP gatekeeper_nat_dropped_total nat dropped total.\n# TYPE gatekeeper_nat_dropped_total counter\n\
+             gatekeeper_nat_dropped_total{reason=\"a\\\"b\\\\c\\nd\"} 1\ngatekeeper_nat_dropped_total{reason=\"x\"} 3\n\
+             # HELP gatekeeper_nat_mappings nat mappings.\n# TYPE gatekeeper_nat_mappings gauge\n\
+             gatekeeper_nat_mappings 2\n\
+             # HELP gatekeeper_nat_oldest_seconds nat oldest seconds.\n# TYPE gatekeeper_nat_oldest_seconds gauge\n\
+             gatekeeper_nat_oldest_seconds 1.500\n"
+        );
+    }
+}

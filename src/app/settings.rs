@@ -71,6 +71,7 @@ pub fn web(config: &Config, lan: &Plan) -> crate::web::Settings {
             port_forwards: config.port_forwards.iter().map(|f| f.to_string()).collect(),
         },
         public_read: config.public_read,
+        metrics: crate::web::metrics::Access { public: config.metrics_public, token: config.metrics_token.clone() },
         state_dir: config.state_dir.clone(),
     }
 }

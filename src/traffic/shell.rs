@@ -96,7 +96,14 @@ impl TrafficHandle {
     }
 
     pub async fn counters(&self) -> Counters {
-        self.run(|t, _| t.counters()).await.unwrap_or_default()
+        self.run(|t, live| {
+            let mut c = t.counters();
+            // Each live WebSocket (`/api/live`) holds one subscription.
+            c.gauge("websocket_clients", live.receiver_count() as u64);
+            c
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Subscribes to the live ticks (backlog and stream from the same instant: nothing missed or repeated).

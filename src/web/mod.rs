@@ -7,6 +7,7 @@ pub mod auth;
 mod capture;
 mod devices;
 mod dnslog;
+pub mod metrics;
 pub mod oui;
 mod ports;
 mod session;
@@ -43,6 +44,8 @@ pub struct Settings {
     pub public_read: bool,
     /// Where the sessions are kept across restarts.
     pub state_dir: std::path::PathBuf,
+    /// Who may read `/metrics`.
+    pub metrics: metrics::Access,
 }
 
 /// The subsystems the UI reads, through their handles.
@@ -63,6 +66,7 @@ struct Web {
     status: std::sync::Arc<Status>,
     handles: Handles,
     sessions: session::Sessions,
+    metrics: std::sync::Arc<metrics::Access>,
 }
 
 /// The LAN and WAN set-up, the WAN's address now, and the DNS upstreams.
@@ -137,7 +141,12 @@ pub async fn serve(
         warn!("this binary has no web UI assets (run scripts/web.sh, then build again); the API works");
     }
     let sessions = session::Sessions::new(admin_hash, Some(&settings.state_dir), settings.public_read);
-    let web = Web { status: std::sync::Arc::new(settings.status), handles, sessions: sessions.clone() };
+    let web = Web {
+        status: std::sync::Arc::new(settings.status),
+        handles,
+        sessions: sessions.clone(),
+        metrics: std::sync::Arc::new(settings.metrics),
+    };
     let app = Router::new()
         .route("/", get(assets::page))
         .route("/devices/{device}", get(assets::page))
@@ -151,6 +160,7 @@ pub async fn serve(
         .route("/api/dhcp", get(api_dhcp))
         .route("/api/dns", get(api_dns))
         .route("/api/nat", get(api_nat))
+        .route("/metrics", get(metrics::metrics))
         .merge(traffic::routes())
         .merge(session::routes())
         .merge(devices::routes())

@@ -63,7 +63,7 @@ impl Sessions {
     }
 
     /// Whether the request carries a live session.
-    fn has_session(&self, headers: &HeaderMap) -> bool {
+    pub(super) fn has_session(&self, headers: &HeaderMap) -> bool {
         token(headers).is_some_and(|t| self.lock().session(t, Time::now()).is_some())
     }
 
@@ -87,7 +87,12 @@ fn token(headers: &HeaderMap) -> Option<&str> {
 
 /// Paths anyone may load: the login page and what it needs.
 fn open(path: &str) -> bool {
-    path == "/login" || path.starts_with("/assets/") || path == "/api/session" || path == "/api/login"
+    // `/metrics` checks its own access (a bearer token for scrapers, see `metrics`).
+    path == "/metrics"
+        || path == "/login"
+        || path.starts_with("/assets/")
+        || path == "/api/session"
+        || path == "/api/login"
 }
 
 /// Reads that need the admin even when the UI is readable without logging in: a device's captured packets
