@@ -15,6 +15,7 @@ pub mod logging;
 pub mod nat;
 pub mod net;
 pub mod ports;
+pub mod service;
 pub mod state;
 pub mod thread;
 pub mod traffic;

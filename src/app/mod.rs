@@ -289,11 +289,18 @@ pub async fn run(config: Config) -> Result<()> {
             return Err(e);
         }
     };
+    let watched = crate::service::Watched {
+        nat: nat_cell.clone(),
+        dhcp: dhcp.clone(),
+        lan: format!("LAN {} {}", lan.plan.lan_interface(), lan.plan.router_net()),
+    };
     let handles =
         crate::web::Handles { hosts: dhcp.hosts.clone(), dhcp, dns, nat: nat_cell.clone(), traffic, capture, ports };
     tasks.spawn(dhcp_task);
     tasks.spawn(dns_task);
     tasks.spawn(crate::web::serve(settings::web(&config, &lan.plan), admin_hash, handles, shutdown.clone()));
+    // Everything is up (the NAT too, unless the WAN has no address yet): READY, then the watchdog's checks.
+    tasks.spawn(crate::service::run(watched, shutdown.clone()));
 
     // A subsystem that fails ends the program (after teardown) with its error, so a supervisor restarts it.
     let mut failure = None;

@@ -90,6 +90,11 @@ struct Shared {
     stats: [AtomicU64; STATS_LEN],
     rings: Vec<Ring<PacketRecord>>,
     taps: Vec<Tap>,
+    /// Each queue's loop counts its turns here (at least one per receive timeout, 200 ms): the service watchdog
+    /// sees a stuck loop as a count that stops.
+    beats: Vec<AtomicU64>,
+    /// Set on purpose (a test of the watchdog): every loop stops turning, as a stuck one would.
+    stalled: AtomicBool,
 }
 
 impl Shared {
@@ -150,6 +155,17 @@ impl NatHandle {
     /// lock for a moment, between two batches of a queue.
     pub fn set_forwards(&self, forwards: Vec<crate::ports::PortForward>) {
         self.0.nat().set_forwards(forwards);
+    }
+
+    /// Each queue loop's turn count (see `Shared::beats`).
+    pub fn beats(&self) -> Vec<u64> {
+        self.0.beats.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Stops (or restarts) every queue loop's turning, on purpose: what a stuck packet path looks like, for
+    /// testing the service watchdog. Packets wait in the kernel's queues meanwhile (and are dropped when full).
+    pub fn stall(&self, on: bool) {
+        self.0.stalled.store(on, Ordering::Relaxed);
     }
 
     /// The WAN address the NAT translates to now.
@@ -221,6 +237,8 @@ impl Datapath {
             send_errors: AtomicU64::new(0),
             queues: queues.len() as u16,
             stats: std::array::from_fn(|_| AtomicU64::new(0)),
+            beats: queues.iter().map(|_| AtomicU64::new(0)).collect(),
+            stalled: AtomicBool::new(false),
             rings,
             taps,
         });
@@ -238,13 +256,16 @@ impl Loops {
         let (first, first_ring, first_tap) = queues.remove(0);
         let result = std::thread::scope(|s| {
             let mut others = Vec::new();
-            for (q, r, t) in queues {
+            for (i, (q, r, t)) in queues.into_iter().enumerate() {
                 let name = format!("nat-q{}", q.number());
+                let beat = &shared.beats[i + 1];
                 others.push(
-                    std::thread::Builder::new().name(name).spawn_scoped(s, move || run_queue(q, r, t, shared, false)),
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn_scoped(s, move || run_queue(q, r, t, shared, beat, false)),
                 );
             }
-            let mine = run_queue(first, first_ring, first_tap, shared, true);
+            let mine = run_queue(first, first_ring, first_tap, shared, &shared.beats[0], true);
             if mine.is_err() {
                 // One queue failing stops them all: the rules would keep sending packets to a dead queue.
                 shared.stop.store(true, Ordering::Relaxed);
@@ -272,6 +293,7 @@ fn run_queue(
     mut records: Producer<PacketRecord>,
     mut tap: Option<TapProducer>,
     shared: &Shared,
+    beat: &AtomicU64,
     expires: bool,
 ) -> std::io::Result<()> {
     let mut decisions: Vec<Decision> = Vec::with_capacity(64);
@@ -280,6 +302,11 @@ fn run_queue(
     let mut last_expire = Time::ZERO;
     let mut malformed_seen = 0;
     while !shared.stop.load(Ordering::Relaxed) {
+        if shared.stalled.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
+        beat.fetch_add(1, Ordering::Relaxed);
         let n = match q.recv() {
             Ok(n) => n,
             Err(e) => {
