@@ -16,6 +16,7 @@ packages=(
   natpmpc                            # a NAT-PMP client (the ports tests)
   miniupnpc                          # a UPnP IGD client, upnpc (the ports tests)
   prometheus                         # promtool checks /metrics (the metrics test)
+  systemd                            # systemd-analyze verifies the unit (the install test)
   "$@"
 )
 # The web UI's build needs Node.js and npm; a machine with its own Node.js keeps it.

@@ -31,6 +31,27 @@ enum Command {
     /// Set the web UI's admin password: read from standard input (one line), or generated and printed if the input
     /// is empty. A running gateway uses it from its next start.
     Passwd(PasswdArgs),
+    /// Install as a systemd service: the program to /usr/local/sbin, the unit, /etc/gatekeeper (an example config
+    /// if there is none) and /var/lib/gatekeeper; enables the unit when systemd runs. Safe to run again.
+    Install(InstallArgs),
+    /// Remove what `install` put in place (the config and the state stay unless --purge).
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Args, Clone)]
+struct InstallArgs {
+    /// Install below this directory instead of / (a package build); systemctl is not asked then.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct UninstallArgs {
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Also remove /etc/gatekeeper and /var/lib/gatekeeper (leases, names, forwards, the admin's password).
+    #[arg(long)]
+    purge: bool,
 }
 
 #[derive(Args, Clone)]
@@ -124,6 +145,12 @@ fn run(args: RunArgs) -> Result<()> {
     rt.block_on(app::run(config))
 }
 
+fn print_lines(lines: Vec<String>) {
+    for l in lines {
+        println!("{l}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
@@ -132,6 +159,10 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Lab(args)) => lab::cli::run(args),
         Some(Command::Passwd(args)) => passwd(args),
+        Some(Command::Install(args)) => gatekeeper::service::install::install(&args.root).map(print_lines),
+        Some(Command::Uninstall(args)) => {
+            gatekeeper::service::install::uninstall(&args.root, args.purge).map(print_lines)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,8 @@
 //! A stuck check sends nothing, so systemd restarts us after `WatchdogSec`. `GATEKEEPER_WATCHDOG_TEST=1` makes
 //! SIGUSR2 stop the packet loops on purpose (to see that happen); it is off otherwise.
 
+pub mod install;
+
 use crate::datapath::NatHandle;
 use crate::dhcp::shell::DhcpHandle;
 use sd_notify::NotifyState;
