@@ -14,6 +14,9 @@ pub enum Kind {
     Counter,
     /// A level now: table sizes, free addresses.
     Gauge,
+    /// One series of a histogram: `NAME_bucket{le}` (cumulative counts), `NAME_sum` (in milliseconds when the
+    /// family is in seconds: written divided by 1000) and `NAME_count`.
+    Histogram,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,6 +76,29 @@ impl Counters {
         found
     }
 
+    /// A histogram of millisecond values, as seconds: `names` its `X_seconds_bucket`, `X_seconds_sum` and
+    /// `X_seconds_count`; `bounds_ms` the buckets' upper bounds, `counts` how many values fell into each (not
+    /// cumulative; one more for above the last bound), `sum_ms` their sum.
+    pub fn histogram_ms(
+        &mut self,
+        names: [&'static str; 3],
+        bounds_ms: &[u64],
+        counts: &[u64],
+        sum_ms: u64,
+    ) -> &mut Self {
+        let [bucket, sum, count] = names;
+        let mut total = 0;
+        for (i, b) in bounds_ms.iter().enumerate() {
+            total += counts.get(i).copied().unwrap_or(0);
+            let le = format!("{}.{:03}", b / 1000, b % 1000);
+            self.push(bucket, &[("le", &le)], Kind::Histogram, total);
+        }
+        total += counts.get(bounds_ms.len()).copied().unwrap_or(0);
+        self.push(bucket, &[("le", "+Inf")], Kind::Histogram, total);
+        self.push(sum, &[], Kind::Histogram, sum_ms);
+        self.push(count, &[], Kind::Histogram, total)
+    }
+
     pub fn extend(&mut self, other: Counters) -> &mut Self {
         self.0.extend(other.0);
         self
@@ -112,6 +138,10 @@ pub fn prometheus(out: &mut String, subsystem: &str, counters: &Counters) {
         let base = format!("gatekeeper_{subsystem}_{stem}");
         let name = match c.kind {
             Kind::Counter if !base.ends_with("_total") => format!("{base}_total"),
+            // A histogram's series are one family, under its name without the suffix.
+            Kind::Histogram => {
+                ["_bucket", "_sum", "_count"].iter().find_map(|s| base.strip_suffix(s)).unwrap_or(&base).to_owned()
+            }
             _ => base,
         };
         let list = samples.entry(name.clone()).or_default();
@@ -123,9 +153,18 @@ pub fn prometheus(out: &mut String, subsystem: &str, counters: &Counters) {
     for (name, kind) in order {
         let what = name.trim_start_matches("gatekeeper_").replace('_', " ");
         let _ = writeln!(out, "# HELP {name} {what}.");
-        let _ = writeln!(out, "# TYPE {name} {}", if kind == Kind::Counter { "counter" } else { "gauge" });
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        let _ = writeln!(out, "# TYPE {name} {kind}");
         for c in &samples[&name] {
-            out.push_str(&name);
+            let full = match c.kind {
+                Kind::Histogram => format!("gatekeeper_{subsystem}_{}", c.name),
+                _ => name.clone(),
+            };
+            out.push_str(&full);
             if !c.labels.is_empty() {
                 out.push('{');
                 for (i, (k, v)) in c.labels.iter().enumerate() {
@@ -136,7 +175,7 @@ pub fn prometheus(out: &mut String, subsystem: &str, counters: &Counters) {
                 }
                 out.push('}');
             }
-            if c.name.ends_with("_ms") {
+            if c.name.ends_with("_ms") || (c.kind == Kind::Histogram && c.name.ends_with("_seconds_sum")) {
                 let _ = writeln!(out, " {}.{:03}", c.value / 1000, c.value % 1000);
             } else {
                 let _ = writeln!(out, " {}", c.value);
@@ -168,6 +207,9 @@ mod prometheus_tests {
         let mut c = Counters::new();
         c.labelled("dropped", "reason", "a\"b\\c\nd", 1).gauge("mappings", 2).labelled("dropped", "reason", "x", 3);
         c.gauge("oldest_ms", 1_500);
+        let names =
+            ["upstream_latency_seconds_bucket", "upstream_latency_seconds_sum", "upstream_latency_seconds_count"];
+        c.histogram_ms(names, &[10, 100], &[2, 1, 1], 2_345);
         let mut out = String::new();
         prometheus(&mut out, "nat", &c);
         assert_eq!(
@@ -177,7 +219,14 @@ mod prometheus_tests {
              # HELP gatekeeper_nat_mappings nat mappings.\n# TYPE gatekeeper_nat_mappings gauge\n\
              gatekeeper_nat_mappings 2\n\
              # HELP gatekeeper_nat_oldest_seconds nat oldest seconds.\n# TYPE gatekeeper_nat_oldest_seconds gauge\n\
-             gatekeeper_nat_oldest_seconds 1.500\n"
+             gatekeeper_nat_oldest_seconds 1.500\n\
+             # HELP gatekeeper_nat_upstream_latency_seconds nat upstream latency seconds.\n\
+             # TYPE gatekeeper_nat_upstream_latency_seconds histogram\n\
+             gatekeeper_nat_upstream_latency_seconds_bucket{le=\"0.010\"} 2\n\
+             gatekeeper_nat_upstream_latency_seconds_bucket{le=\"0.100\"} 3\n\
+             gatekeeper_nat_upstream_latency_seconds_bucket{le=\"+Inf\"} 4\n\
+             gatekeeper_nat_upstream_latency_seconds_sum 2.345\n\
+             gatekeeper_nat_upstream_latency_seconds_count 4\n"
         );
     }
 }

@@ -84,7 +84,7 @@ fn metrics_pass_promtool_and_move_with_dhcp_dns_and_traffic() {
     .unwrap();
 
     let up = format!("gatekeeper_device_bytes_total{{device=\"{mac}\",name=\"laptop\",direction=\"up\"}}");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let after = loop {
         let t = scrape();
         if sample(&t, &up).unwrap_or(0.0) >= 50_000.0 || Instant::now() > deadline {
@@ -103,6 +103,9 @@ fn metrics_pass_promtool_and_move_with_dhcp_dns_and_traffic() {
     grew("gatekeeper_dhcp_leases{state=\"active\"}", 1.0);
     grew("gatekeeper_dns_queries_total", 1.0);
     grew("gatekeeper_dns_cache_misses_total", 1.0);
+    grew("gatekeeper_dns_answers_total{rcode=\"noerror\"}", 1.0);
+    grew("gatekeeper_dns_upstream_latency_seconds_count", 1.0);
+    grew("gatekeeper_dns_upstream_latency_seconds_bucket{le=\"+Inf\"}", 1.0);
     grew("gatekeeper_nat_translated_total", 50.0);
     grew(&up, 50_000.0);
     assert!(sample(&after, "gatekeeper_process_resident_memory_bytes").unwrap() > 1e6, "{after}");

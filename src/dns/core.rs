@@ -126,6 +126,10 @@ labelled_enum! {
     }
 }
 
+/// Upper bounds of the upstream latency histogram's buckets, in ms.
+pub const LATENCY_BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+const RCODE_NAMES: [&str; 7] = ["noerror", "formerr", "servfail", "nxdomain", "notimp", "refused", "other"];
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Client messages received.
@@ -158,9 +162,29 @@ pub struct Stats {
     pub notimp: u64,
     pub cache_evictions: u64,
     drops: [u64; DropReason::ALL.len()],
+    /// Replies to clients by RCODE: NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, then any other.
+    answers: [u64; 7],
+    /// Upstream answers' latency: counts per bucket of [`LATENCY_BOUNDS_MS`] (the last: above them), and the sum.
+    latency: [u64; LATENCY_BOUNDS_MS.len() + 1],
+    latency_sum_ms: u64,
 }
 
 impl Stats {
+    /// A reply to a client with this RCODE.
+    fn answered(&mut self, rcode: u16) {
+        let i = match rcode {
+            0..=5 => usize::from(rcode),
+            _ => 6,
+        };
+        self.answers[i] += 1;
+    }
+
+    fn upstream_latency(&mut self, ms: u64) {
+        let i = LATENCY_BOUNDS_MS.iter().position(|&b| ms <= b).unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.latency[i] += 1;
+        self.latency_sum_ms += ms;
+    }
+
     pub fn dropped(&self, r: DropReason) -> u64 {
         self.drops[r.index()]
     }
@@ -297,11 +321,13 @@ impl Dns {
             }
             Err(QueryError::FormErr) => {
                 self.stats.formerr += 1;
+                self.stats.answered(u16::from(wire::RCODE_FORMERR));
                 header_reply(query, wire::RCODE_FORMERR, reply);
                 return Handled::Replied;
             }
             Err(QueryError::NotImp) => {
                 self.stats.notimp += 1;
+                self.stats.answered(u16::from(wire::RCODE_NOTIMP));
                 header_reply(query, wire::RCODE_NOTIMP, reply);
                 return Handled::Replied;
             }
@@ -316,6 +342,7 @@ impl Dns {
         if let Some(e) = self.cache.get(key, now_ms) {
             replay(e, now_ms, &q, q.question(query), from.transport, reply);
             self.stats.cache_hits += 1;
+            self.stats.answered(u16::from(e.rcode));
             let logged = Logged {
                 unix_ms: now_ms,
                 name: e.name.clone(),
@@ -332,6 +359,7 @@ impl Dns {
         let name = &key[..q.name_len];
         if let Some((rcode, ip)) = self.zone.answer(query, &q, name, reply) {
             self.stats.local += 1;
+            self.stats.answered(u16::from(rcode));
             let logged = Logged {
                 unix_ms: now_ms,
                 name: wire::name_to_string(name).into(),
@@ -500,6 +528,7 @@ impl Dns {
         now_ms: u64,
         ips: Option<&Arc<[IpAddr]>>,
     ) {
+        self.stats.answered(u16::from(rcode));
         let logged = Logged {
             unix_ms: w.arrived_ms,
             name: name.clone(),
@@ -564,6 +593,7 @@ impl Dns {
         }
         let upstream = p.upstream;
         let took = now_ms.saturating_sub(p.attempt_sent_ms) as f64;
+        self.stats.upstream_latency(now_ms.saturating_sub(p.attempt_sent_ms));
         let (entry, lifetime) = build_entry(m, walk, qend, now_ms, p.name.clone());
         self.stats.upstream_answered += 1;
         if let Some(h) = self.health.get_mut(upstream) {
@@ -697,6 +727,12 @@ impl Dns {
         for (r, n) in s.drops() {
             c.labelled("dropped", "reason", r.as_str(), n);
         }
+        for (name, n) in RCODE_NAMES.iter().zip(s.answers) {
+            c.labelled("answers", "rcode", name, n);
+        }
+        let names =
+            ["upstream_latency_seconds_bucket", "upstream_latency_seconds_sum", "upstream_latency_seconds_count"];
+        c.histogram_ms(names, &LATENCY_BOUNDS_MS, &s.latency, s.latency_sum_ms);
         c.gauge("cache_entries", self.cache_len() as u64);
         c
     }
