@@ -139,7 +139,8 @@ pub struct Ports {
     changed: bool,
 }
 
-fn transports(p: Protocols) -> &'static [Transport] {
+/// The transports a forward's protocols cover.
+pub(super) fn transports(p: Protocols) -> &'static [Transport] {
     match p {
         Protocols::Tcp => &[Transport::Tcp],
         Protocols::Udp => &[Transport::Udp],
@@ -147,7 +148,7 @@ fn transports(p: Protocols) -> &'static [Transport] {
     }
 }
 
-fn protocols_of(t: Transport) -> Protocols {
+pub(super) fn protocols_of(t: Transport) -> Protocols {
     match t {
         Transport::Tcp => Protocols::Tcp,
         Transport::Udp => Protocols::Udp,

@@ -2,7 +2,7 @@
 //! (`GET /api/forwards`): built from the ports state, the router's listening sockets and a NAT snapshot. Pure; the
 //! shell gathers the inputs and fills in remote names afterwards.
 
-use super::core::{Forward, Ports};
+use super::core::{Forward, Ports, protocols_of as tp, transports};
 use super::mapping::Transport;
 use crate::nat::{MappingView, Protocol, Snapshot, TcpState};
 use crate::types::{Mac, Time};
@@ -101,18 +101,12 @@ pub struct PortsView {
     pub counters: crate::counters::Counters,
 }
 
-fn transport(p: Protocol) -> Option<Transport> {
+/// The NAT's protocol as a mapping's transport (ICMP has none).
+pub(super) fn transport(p: Protocol) -> Option<Transport> {
     match p {
         Protocol::Tcp => Some(Transport::Tcp),
         Protocol::Udp => Some(Transport::Udp),
         Protocol::Icmp => None,
-    }
-}
-
-fn tp(t: Transport) -> super::Protocols {
-    match t {
-        Transport::Tcp => super::Protocols::Tcp,
-        Transport::Udp => super::Protocols::Udp,
     }
 }
 
@@ -252,14 +246,6 @@ pub fn ports_view(ports: &Ports, nat: Option<&Snapshot>, wan_ip: Option<Ipv4Addr
     let truncated = rows.len() > MAX_ROWS;
     rows.truncate(MAX_ROWS);
     PortsView { wan_ip, rows, truncated, counters: crate::counters::Counters::new() }
-}
-
-fn transports(p: super::Protocols) -> &'static [Transport] {
-    match p {
-        super::Protocols::Tcp => &[Transport::Tcp],
-        super::Protocols::Udp => &[Transport::Udp],
-        super::Protocols::Both => &[Transport::Tcp, Transport::Udp],
-    }
 }
 
 fn config_info(

@@ -208,14 +208,7 @@ impl Shell {
             .mappings
             .iter()
             .filter(|m| !m.forward)
-            .filter_map(|m| {
-                let t = match m.protocol {
-                    crate::nat::Protocol::Tcp => Transport::Tcp,
-                    crate::nat::Protocol::Udp => Transport::Udp,
-                    crate::nat::Protocol::Icmp => return None,
-                };
-                Some(((t, m.external.port()), *m.internal.ip()))
-            })
+            .filter_map(|m| Some(((inventory::transport(m.protocol)?, m.external.port()), *m.internal.ip())))
             .collect();
         self.ports.set_nat_in_use(in_use);
     }

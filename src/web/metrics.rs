@@ -85,17 +85,18 @@ async fn devices(out: &mut String, web: &Web) {
         ("gatekeeper_device_bytes_total", "Bytes a device sent (up) and received (down) through the NAT."),
         ("gatekeeper_device_packets_total", "Packets a device sent (up) and received (down) through the NAT."),
     ];
+    // Names from one read of the hosts table.
+    let names: std::collections::HashMap<crate::types::Mac, String> =
+        web.handles.hosts.all().into_iter().filter_map(|h| Some((h.mac, h.name?))).collect();
     for (i, (name, help)) in series.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for d in &list {
             let mac = d.device.to_string();
             let label = match d.device {
-                crate::types::Device::Mac(m) => {
-                    web.handles.hosts.all().into_iter().find(|h| h.mac == m).and_then(|h| h.name)
-                }
+                crate::types::Device::Mac(m) => names.get(&m).map(String::as_str),
                 crate::types::Device::Ip(_) => None,
             };
-            let name_label = escape_label(label.as_deref().unwrap_or(""));
+            let name_label = escape_label(label.unwrap_or(""));
             let (up, down) = if i == 0 {
                 (d.total.up_bytes, d.total.down_bytes)
             } else {
